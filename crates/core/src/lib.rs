@@ -1,0 +1,35 @@
+//! Shared building blocks of opsdeck.
+//!
+//! Every other opsdeck crate depends on this one and on nothing else of the
+//! workspace (the facade excepted). It holds the values that cross crate
+//! boundaries, each of which can only be built by parsing, so that a value
+//! which exists is valid:
+//!
+//! - [`UserId`]: the owner of every piece of user data;
+//! - [`OperationId`]: an operation name such as `summarize` (1–64 characters
+//!   of `[a-z0-9_.-]`);
+//! - [`ModelRef`]: a model reference such as `anthropic/claude-sonnet-4`;
+//! - [`ParseError`]: why a string was refused;
+//! - [`StatementCounter`]: counts the SQL statements sqlx sends, so tests and
+//!   examples can prove "one statement" promises instead of asserting them.
+//!
+//! ```
+//! use opsdeck_core::{ModelRef, OperationId};
+//!
+//! let op: OperationId = "summarize".parse().unwrap();
+//! let model: ModelRef = "anthropic/claude-sonnet-4".parse().unwrap();
+//! assert_eq!(model.provider(), "anthropic");
+//! assert!("Summarize!".parse::<OperationId>().is_err());
+//! # let _ = op;
+//! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod error;
+mod ids;
+mod model;
+mod statements;
+
+pub use error::ParseError;
+pub use ids::{OperationId, UserId};
+pub use model::ModelRef;
+pub use statements::StatementCounter;

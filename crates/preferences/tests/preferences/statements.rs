@@ -1,0 +1,66 @@
+//! The seed's N+1 fix, proven by counting what sqlx sends: `bulk_upsert` is
+//! one statement whatever the batch size.
+
+use opsdeck_core::{StatementCounter, UserId};
+use opsdeck_preferences::{PgPreferencesRepository, PreferencePatch, PreferencesRepository};
+use sqlx::PgPool;
+use tracing_subscriber::layer::SubscriberExt;
+
+fn batch(n: usize, round: usize) -> Vec<PreferencePatch> {
+    (0..n)
+        .map(|i| {
+            PreferencePatch::new(format!("op-{i}").parse().unwrap())
+                .enabled(round % 2 == 0)
+                .preferred_model(Some("anthropic/claude-sonnet-4".parse().unwrap()))
+        })
+        .collect()
+}
+
+// `#[sqlx::test]` runs on a current-thread runtime, so a thread-local
+// subscriber sees every statement this test's futures execute.
+#[sqlx::test(migrations = "../../migrations")]
+async fn bulk_upsert_is_one_statement_for_any_n(pool: PgPool) {
+    let counter = StatementCounter::new();
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(counter.layer()));
+    let repo = PgPreferencesRepository::new(pool);
+    let user = UserId::random();
+
+    // Prove the counter counts: a known two-statement sequence reads as two.
+    repo.list(user).await.unwrap();
+    repo.list(user).await.unwrap();
+    assert_eq!(counter.reset(), 2, "the counter must see sqlx's statements");
+
+    for n in [1, 10, 100, 1000] {
+        // First round inserts n rows, second updates them: both paths of the statement.
+        for round in 0..2 {
+            counter.reset();
+            let saved = repo.bulk_upsert(user, batch(n, round)).await.unwrap();
+            assert_eq!(saved.len(), n);
+            assert_eq!(
+                counter.count(),
+                1,
+                "bulk_upsert of {n} items (round {round}) must send exactly one statement"
+            );
+        }
+    }
+    let rows = repo.list(user).await.unwrap();
+    assert_eq!(rows.len(), 1000);
+    assert!(
+        rows.iter()
+            .filter(|r| r.operation_id.as_str() == "op-0")
+            .all(|r| r.version == 8)
+    );
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn refused_batches_send_no_statement(pool: PgPool) {
+    let counter = StatementCounter::new();
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(counter.layer()));
+    let repo = PgPreferencesRepository::new(pool);
+    let user = UserId::random();
+    assert!(repo.bulk_upsert(user, batch(1001, 0)).await.is_err());
+    assert!(repo.bulk_upsert(user, Vec::new()).await.unwrap().is_empty());
+    assert_eq!(counter.count(), 0);
+}
