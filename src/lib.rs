@@ -28,9 +28,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use opsdeck_cache::{InvalidationBus, PgNotifyBus, Tiers};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
+pub use opsdeck_cache as cache;
+#[cfg(feature = "redis")]
+pub use opsdeck_cache::RedisConfig;
 pub use opsdeck_cache::{Cache, CacheConfig, CacheKey, CacheStats};
 pub use opsdeck_core::{ModelRef, OperationId, ParseError, StatementCounter, UserId};
 pub use opsdeck_preferences as preferences;
@@ -57,6 +61,27 @@ pub enum Error {
     /// The configuration is unusable.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A cache tier could not be set up (e.g. an invalid Redis URL; an
+    /// unreachable Redis is not an error: the cache degrades and retries).
+    #[error("could not set up the cache tier")]
+    Cache(#[source] opsdeck_cache::TierError),
+}
+
+/// How cache invalidations reach the other instances of a service.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InvalidationChannel {
+    /// Redis pub/sub when a Redis URL is configured, otherwise PostgreSQL
+    /// NOTIFY when running on PostgreSQL, otherwise none (in memory).
+    #[default]
+    Auto,
+    /// PostgreSQL LISTEN/NOTIFY (one extra connection per instance).
+    Postgres,
+    /// Redis pub/sub (needs a Redis URL).
+    Redis,
+    /// None: each instance's L1 may serve a value up to the TTL old after
+    /// another instance's write. Only for single-instance deployments.
+    Disabled,
 }
 
 /// Which storage an [`OpsDeck`] runs on.
@@ -103,18 +128,20 @@ impl OpsDeck {
         OpsDeckBuilder::default()
     }
 
-    /// Wraps an existing pool (the schema must be migrated).
+    /// Wraps an existing pool (the schema must be migrated), with L1 caches
+    /// only; use [`OpsDeck::builder`] for cross-instance invalidation.
     pub fn from_pool(pool: PgPool) -> Self {
-        Self::from_pool_with(pool, PreferencesConfig::default())
+        Self::from_pool_with(pool, PreferencesConfig::default(), Tiers::none())
     }
 
-    fn from_pool_with(pool: PgPool, preferences: PreferencesConfig) -> Self {
+    fn from_pool_with(pool: PgPool, preferences: PreferencesConfig, tiers: Tiers) -> Self {
         OpsDeck {
-            preferences: PreferencesService::with_config(
+            preferences: PreferencesService::with_tiers(
                 Arc::new(opsdeck_preferences::PgPreferencesRepository::new(
                     pool.clone(),
                 )),
                 preferences,
+                tiers,
             ),
             pool: Some(pool),
         }
@@ -153,20 +180,28 @@ impl OpsDeck {
 #[derive(Debug, Clone)]
 pub struct OpsDeckBuilder {
     database_url: Option<String>,
+    pool: Option<PgPool>,
     max_connections: u32,
     acquire_timeout: Duration,
     migrate: bool,
     preferences: PreferencesConfig,
+    #[cfg(feature = "redis")]
+    redis: Option<opsdeck_cache::RedisConfig>,
+    invalidation: InvalidationChannel,
 }
 
 impl Default for OpsDeckBuilder {
     fn default() -> Self {
         OpsDeckBuilder {
             database_url: None,
+            pool: None,
             max_connections: 10,
             acquire_timeout: Duration::from_secs(5),
             migrate: false,
             preferences: PreferencesConfig::default(),
+            #[cfg(feature = "redis")]
+            redis: None,
+            invalidation: InvalidationChannel::Auto,
         }
     }
 }
@@ -175,6 +210,12 @@ impl OpsDeckBuilder {
     /// The PostgreSQL URL; without one, [`OpsDeckBuilder::build`] runs in memory.
     pub fn database_url(mut self, url: impl Into<String>) -> Self {
         self.database_url = Some(url.into());
+        self
+    }
+
+    /// Uses an existing pool instead of connecting (pool options are then ignored).
+    pub fn pool(mut self, pool: PgPool) -> Self {
+        self.pool = Some(pool);
         self
     }
 
@@ -202,21 +243,93 @@ impl OpsDeckBuilder {
         self
     }
 
-    /// Connects (checking the database answers) and wires the services.
-    pub async fn build(self) -> Result<OpsDeck, Error> {
-        let Some(url) = self.database_url else {
-            return Ok(OpsDeck::in_memory_with(self.preferences));
-        };
-        if self.max_connections == 0 {
-            return Err(Error::Config("max_connections must be at least 1".into()));
+    /// Adds the Redis tier (L2 + pub/sub invalidation) at `url`, with the
+    /// default key prefix `opsdeck` and a 100 ms per-operation timeout.
+    #[cfg(feature = "redis")]
+    pub fn redis_url(self, url: impl Into<String>) -> Self {
+        self.redis(opsdeck_cache::RedisConfig::new(url))
+    }
+
+    /// Adds the Redis tier with full settings (key prefix, timeout).
+    #[cfg(feature = "redis")]
+    pub fn redis(mut self, config: opsdeck_cache::RedisConfig) -> Self {
+        self.redis = Some(config);
+        self
+    }
+
+    /// How invalidations reach other instances (default
+    /// [`InvalidationChannel::Auto`]).
+    pub fn invalidation_channel(mut self, channel: InvalidationChannel) -> Self {
+        self.invalidation = channel;
+        self
+    }
+
+    /// The cache tiers this configuration asks for.
+    fn tiers(&self, pool: &PgPool) -> Result<Tiers, Error> {
+        #[allow(unused_mut)] // only mutated with the redis feature
+        let mut tiers = Tiers::none();
+        #[cfg(feature = "redis")]
+        if let Some(config) = &self.redis {
+            tiers = tiers.with_remote(Arc::new(
+                opsdeck_cache::RedisStore::new(config).map_err(Error::Cache)?,
+            ));
         }
-        let pool = PgPoolOptions::new()
-            .max_connections(self.max_connections)
-            .acquire_timeout(self.acquire_timeout)
-            .connect(&url)
-            .await
-            .map_err(Error::Connect)?;
-        let deck = OpsDeck::from_pool_with(pool, self.preferences);
+        let postgres_bus = || {
+            Arc::new(PgNotifyBus::start(
+                pool.clone(),
+                PgNotifyBus::DEFAULT_CHANNEL,
+            )) as Arc<dyn InvalidationBus>
+        };
+        let bus = match self.invalidation {
+            InvalidationChannel::Disabled => None,
+            InvalidationChannel::Postgres => Some(postgres_bus()),
+            InvalidationChannel::Redis | InvalidationChannel::Auto => match self.redis_bus()? {
+                Some(bus) => Some(bus),
+                None if self.invalidation == InvalidationChannel::Auto => Some(postgres_bus()),
+                None => {
+                    return Err(Error::Config(
+                        "InvalidationChannel::Redis needs a Redis URL (OpsDeckBuilder::redis_url)"
+                            .into(),
+                    ));
+                }
+            },
+        };
+        Ok(match bus {
+            Some(bus) => tiers.with_bus(bus),
+            None => tiers,
+        })
+    }
+
+    fn redis_bus(&self) -> Result<Option<Arc<dyn InvalidationBus>>, Error> {
+        #[cfg(feature = "redis")]
+        if let Some(config) = &self.redis {
+            let bus = opsdeck_cache::RedisBus::start(config).map_err(Error::Cache)?;
+            return Ok(Some(Arc::new(bus)));
+        }
+        Ok(None)
+    }
+
+    /// Connects (checking the database answers) and wires the services.
+    /// Without a database URL or pool everything runs in memory (and the Redis and
+    /// invalidation settings are ignored: one process has one cache).
+    pub async fn build(self) -> Result<OpsDeck, Error> {
+        let pool = match (self.pool.clone(), self.database_url.as_deref()) {
+            (Some(pool), _) => pool,
+            (None, None) => return Ok(OpsDeck::in_memory_with(self.preferences)),
+            (None, Some(url)) => {
+                if self.max_connections == 0 {
+                    return Err(Error::Config("max_connections must be at least 1".into()));
+                }
+                PgPoolOptions::new()
+                    .max_connections(self.max_connections)
+                    .acquire_timeout(self.acquire_timeout)
+                    .connect(url)
+                    .await
+                    .map_err(Error::Connect)?
+            }
+        };
+        let tiers = self.tiers(&pool)?;
+        let deck = OpsDeck::from_pool_with(pool, self.preferences, tiers);
         if self.migrate {
             deck.migrate().await?;
         }

@@ -91,3 +91,97 @@ async fn unreachable_database_is_a_connect_error() {
         .unwrap_err();
     assert!(matches!(err, opsdeck::Error::Connect(_)), "{err:?}");
 }
+
+/// Two service instances on one database: a write through A is seen by B
+/// (whose cache held the old value) within the bound, over each channel.
+async fn two_instances_stay_coherent(a: &OpsDeck, b: &OpsDeck) -> std::time::Duration {
+    let user = UserId::random();
+    let update = |enabled| PreferenceUpdate::new("summarize").enabled(enabled);
+    a.preferences()
+        .bulk_update_operation_preferences(user, vec![update(true)])
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let seen = b
+            .preferences()
+            .get_operation_preference(user, "summarize")
+            .await
+            .unwrap();
+        assert!(seen.unwrap().enabled);
+    }
+    assert!(
+        b.preferences().cache_stats().hits >= 1,
+        "B serves from its cache"
+    );
+
+    a.preferences()
+        .bulk_update_operation_preferences(user, vec![update(false)])
+        .await
+        .unwrap();
+    let written = std::time::Instant::now();
+    loop {
+        let seen = b
+            .preferences()
+            .get_operation_preference(user, "summarize")
+            .await
+            .unwrap();
+        if !seen.unwrap().enabled {
+            return written.elapsed();
+        }
+        assert!(
+            written.elapsed() < std::time::Duration::from_secs(2),
+            "B never saw A's write"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
+
+async fn wait_for_listeners() {
+    // The buses subscribe in the background; give them a moment.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn instances_without_redis_stay_coherent_through_postgres_notify(pool: PgPool) {
+    opsdeck::MIGRATOR.run(&pool).await.unwrap();
+    let a = OpsDeck::builder().pool(pool.clone()).build().await.unwrap();
+    let b = OpsDeck::builder().pool(pool).build().await.unwrap();
+    wait_for_listeners().await;
+    let delay = two_instances_stay_coherent(&a, &b).await;
+    assert!(
+        delay <= std::time::Duration::from_millis(100),
+        "took {delay:?}"
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn instances_with_redis_share_l2_and_stay_coherent(pool: PgPool) {
+    let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    opsdeck::MIGRATOR.run(&pool).await.unwrap();
+    let prefix = format!("opsdeck-facade-test-{}", uuid::Uuid::new_v4());
+    let build = || {
+        OpsDeck::builder()
+            .pool(pool.clone())
+            .redis(opsdeck::RedisConfig::new(redis_url.clone()).with_key_prefix(prefix.clone()))
+            .build()
+    };
+    let (a, b) = (build().await.unwrap(), build().await.unwrap());
+    wait_for_listeners().await;
+    let delay = two_instances_stay_coherent(&a, &b).await;
+    assert!(
+        delay <= std::time::Duration::from_millis(100),
+        "took {delay:?}"
+    );
+    // A fresh instance is served from Redis, not from PostgreSQL.
+    let user = UserId::random();
+    a.preferences().set_theme(user, Theme::Light).await.unwrap();
+    a.preferences().get_user_preferences(user).await.unwrap();
+    let c = build().await.unwrap();
+    c.preferences().get_user_preferences(user).await.unwrap();
+    let stats = c.preferences().cache_stats();
+    assert_eq!((stats.l2_hits, stats.loads), (1, 0), "{stats:?}");
+    assert_eq!(
+        stats.remote_errors, 0,
+        "Redis must be up for this test: {stats:?}"
+    );
+}

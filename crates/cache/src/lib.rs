@@ -33,10 +33,28 @@
 //! # }
 //! ```
 
+mod bus;
 mod cache;
+mod error;
 mod key;
+mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "redis")]
+mod redis;
+mod remote;
 mod stats;
+#[cfg(feature = "testing")]
+pub mod testing;
 
-pub use cache::{Cache, CacheConfig};
+pub use bus::{BusEvent, Invalidation, InvalidationBus, LocalBus, Scope};
+pub use cache::{Cache, CacheConfig, CacheValue, Tiers};
+pub use error::TierError;
 pub use key::CacheKey;
+pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres::PgNotifyBus;
+#[cfg(feature = "redis")]
+pub use redis::{RedisBus, RedisConfig, RedisStore};
+pub use remote::{RemoteRead, RemoteStore};
 pub use stats::CacheStats;

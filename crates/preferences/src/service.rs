@@ -1,7 +1,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use opsdeck_cache::{Cache, CacheConfig, CacheKey, CacheStats};
+use opsdeck_cache::{Cache, CacheConfig, CacheKey, CacheStats, CacheValue, Tiers};
 use opsdeck_core::{OperationId, UserId};
 
 use crate::error::{Error, Result};
@@ -63,14 +63,31 @@ impl PreferencesService {
         repository: Arc<dyn PreferencesRepository>,
         config: PreferencesConfig,
     ) -> Self {
-        let namespace = |name| {
-            CacheConfig::new(name, config.cache_ttl).with_max_capacity(config.cache_capacity)
-        };
+        Self::with_tiers(repository, config, Tiers::none())
+    }
+
+    /// A service whose caches also use a shared L2 and/or an invalidation bus
+    /// (see `opsdeck_cache::Tiers`), so that several instances stay coherent.
+    /// With a bus this spawns listener tasks: call it inside a tokio runtime.
+    pub fn with_tiers(
+        repository: Arc<dyn PreferencesRepository>,
+        config: PreferencesConfig,
+        tiers: Tiers,
+    ) -> Self {
+        fn namespace<V: CacheValue>(
+            name: &'static str,
+            config: &PreferencesConfig,
+            tiers: &Tiers,
+        ) -> Cache<V> {
+            let config =
+                CacheConfig::new(name, config.cache_ttl).with_max_capacity(config.cache_capacity);
+            Cache::with_tiers(config, tiers.clone())
+        }
         PreferencesService {
             repository,
-            operations: Cache::new(namespace("preferences.operation")),
-            lists: Cache::new(namespace("preferences.list")),
-            users: Cache::new(namespace("preferences.user")),
+            operations: namespace("preferences.operation", &config, &tiers),
+            lists: namespace("preferences.list", &config, &tiers),
+            users: namespace("preferences.user", &config, &tiers),
         }
     }
 

@@ -1,0 +1,128 @@
+use async_trait::async_trait;
+use opsdeck_core::UserId;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use crate::error::TierError;
+
+/// What an invalidation drops. Messages carry keys, never values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "scope", rename_all = "snake_case")]
+pub enum Scope {
+    /// One key.
+    Key {
+        /// The key's user.
+        user: UserId,
+        /// The key's item.
+        item: String,
+    },
+    /// Every key of one user.
+    User {
+        /// The user.
+        user: UserId,
+    },
+    /// Every key of the namespace.
+    All,
+}
+
+/// An invalidation announced to the other instances.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invalidation {
+    /// The cache instance that made it (receivers skip their own).
+    pub origin: Uuid,
+    /// The namespace it applies to.
+    pub namespace: String,
+    /// What to drop.
+    pub scope: Scope,
+}
+
+/// What subscribers of a bus receive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BusEvent {
+    /// Another instance invalidated something.
+    Invalidated(Invalidation),
+    /// The bus lost its connection and got it back: messages sent meanwhile
+    /// are lost, so every subscriber must drop its whole L1.
+    Resync,
+}
+
+/// Carries invalidations between the instances of a service.
+///
+/// Delivery is at most once (Redis pub/sub and PostgreSQL NOTIFY both drop
+/// messages while a subscriber is disconnected); implementations therefore
+/// emit [`BusEvent::Resync`] after every reconnect.
+#[async_trait]
+pub trait InvalidationBus: Send + Sync + std::fmt::Debug {
+    /// Announces an invalidation to every subscriber (including, possibly,
+    /// the sender's own, which skip it by `origin`).
+    async fn publish(&self, invalidation: &Invalidation) -> Result<(), TierError>;
+
+    /// A new receiver of the bus's events.
+    fn subscribe(&self) -> broadcast::Receiver<BusEvent>;
+}
+
+/// Capacity of the broadcast channel between a bus's reader task and the
+/// caches; a cache that falls further behind treats it as a resync.
+pub(crate) const BUS_CHANNEL_CAPACITY: usize = 4096;
+
+/// An in-process bus: connects caches in one process (tests, or several
+/// caches sharing a namespace). Never loses messages while it exists.
+#[derive(Debug, Clone)]
+pub struct LocalBus {
+    sender: broadcast::Sender<BusEvent>,
+}
+
+impl Default for LocalBus {
+    fn default() -> Self {
+        LocalBus {
+            sender: broadcast::channel(BUS_CHANNEL_CAPACITY).0,
+        }
+    }
+}
+
+impl LocalBus {
+    /// A new bus with no subscribers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sends [`BusEvent::Resync`] to every subscriber, as a real bus does
+    /// after a reconnect.
+    pub fn resync(&self) {
+        let _ = self.sender.send(BusEvent::Resync);
+    }
+}
+
+#[async_trait]
+impl InvalidationBus for LocalBus {
+    async fn publish(&self, invalidation: &Invalidation) -> Result<(), TierError> {
+        // No subscriber is not an error: nobody needs to hear it.
+        let _ = self
+            .sender
+            .send(BusEvent::Invalidated(invalidation.clone()));
+        Ok(())
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<BusEvent> {
+        self.sender.subscribe()
+    }
+}
+
+#[cfg(any(feature = "redis", feature = "postgres"))]
+pub(crate) fn encode_message(invalidation: &Invalidation) -> Result<String, TierError> {
+    serde_json::to_string(invalidation).map_err(TierError::Codec)
+}
+
+#[cfg(any(feature = "redis", feature = "postgres"))]
+pub(crate) fn decode_message(payload: &str) -> Option<Invalidation> {
+    match serde_json::from_str(payload) {
+        Ok(message) => Some(message),
+        Err(error) => {
+            // A foreign or corrupt message must not stop the reader task.
+            tracing::warn!(%error, "ignoring undecodable cache invalidation message");
+            None
+        }
+    }
+}

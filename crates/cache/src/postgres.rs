@@ -1,0 +1,140 @@
+//! [`PgNotifyBus`]: invalidations over PostgreSQL LISTEN/NOTIFY, for
+//! deployments without Redis.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio::sync::{broadcast, watch};
+
+use crate::bus::{
+    BUS_CHANNEL_CAPACITY, BusEvent, Invalidation, InvalidationBus, decode_message, encode_message,
+};
+use crate::error::{TierError, with_timeout};
+
+/// Invalidations over `NOTIFY` on a channel (default `opsdeck_cache`).
+///
+/// One listener connection per bus (outside the pool's count). NOTIFY is
+/// delivered only to sessions listening at commit time, so after every
+/// reconnect the bus emits [`BusEvent::Resync`].
+#[derive(Debug)]
+pub struct PgNotifyBus {
+    pool: PgPool,
+    channel: String,
+    timeout: Duration,
+    sender: broadcast::Sender<BusEvent>,
+    connected: watch::Receiver<bool>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PgNotifyBus {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl PgNotifyBus {
+    /// The default channel name.
+    pub const DEFAULT_CHANNEL: &'static str = "opsdeck_cache";
+
+    /// Starts listening on `channel` (needs a tokio runtime). Connection
+    /// failures are retried in the background.
+    pub fn start(pool: PgPool, channel: impl Into<String>) -> Self {
+        let channel = channel.into();
+        let (sender, _) = broadcast::channel(BUS_CHANNEL_CAPACITY);
+        let (connected_tx, connected) = watch::channel(false);
+        let reader = tokio::spawn(listen_forever(
+            pool.clone(),
+            channel.clone(),
+            sender.clone(),
+            connected_tx,
+        ));
+        PgNotifyBus {
+            pool,
+            channel,
+            timeout: Duration::from_secs(2),
+            sender,
+            connected,
+            reader,
+        }
+    }
+
+    /// Waits until the listener is live (or `timeout` passes); returns whether it is.
+    pub async fn wait_until_subscribed(&self, timeout: Duration) -> bool {
+        let mut connected = self.connected.clone();
+        tokio::time::timeout(timeout, connected.wait_for(|c| *c))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+}
+
+async fn listen_forever(
+    pool: PgPool,
+    channel: String,
+    sender: broadcast::Sender<BusEvent>,
+    connected: watch::Sender<bool>,
+) {
+    let mut backoff = Duration::from_millis(50);
+    while !pool.is_closed() {
+        let listener = async {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener.listen(&channel).await?;
+            Ok::<_, sqlx::Error>(listener)
+        }
+        .await;
+        match listener {
+            Ok(mut listener) => {
+                backoff = Duration::from_millis(50);
+                let _ = sender.send(BusEvent::Resync);
+                let _ = connected.send(true);
+                loop {
+                    match listener.try_recv().await {
+                        Ok(Some(notification)) => {
+                            if let Some(invalidation) = decode_message(notification.payload()) {
+                                let _ = sender.send(BusEvent::Invalidated(invalidation));
+                            }
+                        }
+                        // The connection dropped and the listener reconnected
+                        // (eager reconnect): notifications in between are lost.
+                        Ok(None) => {
+                            tracing::warn!(%channel, "cache NOTIFY listener reconnected");
+                            let _ = sender.send(BusEvent::Resync);
+                        }
+                        Err(error) => {
+                            tracing::warn!(%channel, %error, "cache NOTIFY listener failed");
+                            break;
+                        }
+                    }
+                }
+                let _ = connected.send(false);
+            }
+            Err(error) => {
+                tracing::debug!(%channel, %error, "cache NOTIFY listener could not connect");
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+#[async_trait]
+impl InvalidationBus for PgNotifyBus {
+    async fn publish(&self, invalidation: &Invalidation) -> Result<(), TierError> {
+        let payload = encode_message(invalidation)?;
+        with_timeout(self.timeout, async {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(&self.channel)
+                .bind(payload)
+                .execute(&self.pool)
+                .await
+                .map(drop)
+                .map_err(TierError::backend)
+        })
+        .await
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<BusEvent> {
+        self.sender.subscribe()
+    }
+}
