@@ -79,7 +79,7 @@ fn batch(n: usize, round: u64) -> Vec<PreferencePatch> {
     (0..n)
         .map(|i| {
             PreferencePatch::new(format!("op-{i}").parse().unwrap())
-                .enabled(round % 2 == 0)
+                .enabled(round.is_multiple_of(2))
                 .preferred_model(Some("anthropic/claude-sonnet-4".parse().unwrap()))
         })
         .collect()

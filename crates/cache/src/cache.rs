@@ -320,13 +320,13 @@ impl<V: CacheValue> Cache<V> {
                 Counters::bump(&inner.counters.loads);
                 match loader().await {
                     Ok(value) => {
-                        if inner
+                        let stored = inner
                             .store_l1_if_current(key, generation, value.clone())
-                            .await
-                        {
-                            if let Some(remote_generation) = remote_generation {
-                                inner.fill_remote(key, &value, remote_generation).await;
-                            }
+                            .await;
+                        // Fill L2 only with what L1 kept, under the generation
+                        // L2 had before the loader ran.
+                        if let (true, Some(remote_generation)) = (stored, remote_generation) {
+                            inner.fill_remote(key, &value, remote_generation).await;
                         }
                         Ok(value)
                     }
@@ -352,6 +352,40 @@ impl<V: CacheValue> Cache<V> {
             inflight.remove(&slot);
         }
         result
+    }
+
+    /// Reloads `key` right after a write: runs the loader without looking at
+    /// the cache and stores its result in L1 unless `key` is invalidated
+    /// again while it runs. Readers that come next (typically the writer's
+    /// own "save then show" read) hit instead of missing.
+    ///
+    /// Call it after [`Cache::invalidate`], never instead: the loader must
+    /// start after the write's invalidation so that a concurrent writer's
+    /// later invalidation discards it. Storing the write's own returned row
+    /// would not be safe, since two writers' invalidations can arrive in the
+    /// opposite order of their commits. L2 is left to be filled by the next
+    /// miss (it holds no stale value: the invalidation removed it).
+    /// Counts as a load, not as a lookup.
+    pub async fn refresh<F, Fut, E>(&self, key: &CacheKey, loader: F) -> Result<V, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+    {
+        let inner = &self.inner;
+        let generation = inner.generation(key.user());
+        Counters::bump(&inner.counters.loads);
+        match loader().await {
+            Ok(value) => {
+                inner
+                    .store_l1_if_current(key, generation, value.clone())
+                    .await;
+                Ok(value)
+            }
+            Err(error) => {
+                Counters::bump(&inner.counters.load_errors);
+                Err(error)
+            }
+        }
     }
 
     /// A snapshot of the counters.
@@ -421,18 +455,21 @@ impl<V: CacheValue> Inner<V> {
     async fn invalidate_everywhere(&self, scope: Scope) {
         Counters::bump(&self.counters.invalidations);
         self.invalidate_local(&scope).await;
-        if let Some(remote) = &self.remote {
-            if !matches!(scope, Scope::All) {
-                match self.remote_ready().await {
-                    Some(store) => {
-                        if let Err(error) =
-                            remote_invalidate(store.as_ref(), self.config.name, &scope).await
-                        {
-                            self.remote_failed(&error, Some(scope.clone()));
-                        }
+        // `All` is not sent to L2: it would need a SCAN; entries expire by TTL.
+        if let Some(remote) = self
+            .remote
+            .as_ref()
+            .filter(|_| !matches!(scope, Scope::All))
+        {
+            match self.remote_ready().await {
+                Some(store) => {
+                    if let Err(error) =
+                        remote_invalidate(store.as_ref(), self.config.name, &scope).await
+                    {
+                        self.remote_failed(&error, Some(scope.clone()));
                     }
-                    None => remote.defer(scope.clone()),
                 }
+                None => remote.defer(scope.clone()),
             }
         }
         if let Some(bus) = &self.bus {
@@ -908,6 +945,42 @@ mod tests {
             Some(2),
             "C gets A's fresh fill from L2"
         );
+    }
+
+    #[tokio::test]
+    async fn refresh_after_a_write_serves_the_next_read_from_l1() {
+        let c = cache();
+        let key = CacheKey::new(UserId::random(), "k");
+        assert_eq!(load(&c, &key, 1).await, Some(1));
+        c.invalidate(&key).await;
+        let refreshed = c
+            .refresh(&key, || async { Ok::<_, Infallible>(Some(2)) })
+            .await;
+        assert_eq!(refreshed, Ok(Some(2)));
+        assert_eq!(
+            load(&c, &key, 3).await,
+            Some(2),
+            "a hit on the refreshed value"
+        );
+        // A refresh overtaken by another invalidation stores nothing.
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+        let refreshing = {
+            let (c, key) = (c.clone(), key.clone());
+            tokio::spawn(async move {
+                c.refresh(&key, || async move {
+                    started_tx.send(()).unwrap();
+                    release_rx.await.unwrap();
+                    Ok::<_, Infallible>(Some(4))
+                })
+                .await
+            })
+        };
+        started_rx.await.unwrap();
+        c.invalidate(&key).await;
+        release_tx.send(()).unwrap();
+        refreshing.await.unwrap().unwrap();
+        assert_eq!(c.get(&key).await, None);
     }
 
     impl<V: CacheValue> Cache<V> {

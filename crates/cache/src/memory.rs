@@ -15,9 +15,12 @@ use crate::remote::{RemoteRead, RemoteStore};
 /// caches of one process. [`MemoryStore::set_failing`] simulates an outage.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    partitions: Mutex<HashMap<(String, UserId), Partition>>,
+    partitions: Mutex<Partitions>,
     failing: AtomicBool,
 }
+
+/// Partitions by (namespace, user).
+type Partitions = HashMap<(String, UserId), Partition>;
 
 #[derive(Debug, Default)]
 struct Partition {
@@ -36,9 +39,7 @@ impl MemoryStore {
         self.failing.store(failing, Ordering::SeqCst);
     }
 
-    fn partitions(
-        &self,
-    ) -> Result<std::sync::MutexGuard<'_, HashMap<(String, UserId), Partition>>, TierError> {
+    fn partitions(&self) -> Result<std::sync::MutexGuard<'_, Partitions>, TierError> {
         if self.failing.load(Ordering::SeqCst) {
             return Err(TierError::backend(std::io::Error::new(
                 std::io::ErrorKind::ConnectionRefused,

@@ -29,7 +29,7 @@ mod ids;
 mod model;
 mod statements;
 
-pub use error::ParseError;
+pub use error::{ParseError, Snippet};
 pub use ids::{OperationId, UserId};
 pub use model::ModelRef;
 pub use statements::StatementCounter;

@@ -396,13 +396,14 @@ fn into_settings(value: serde_json::Value) -> std::result::Result<Settings, Stri
 /// database error. The Rust types already enforce what the CHECK
 /// constraints do, so a violation means input bypassed them.
 fn map_db_error(error: sqlx::Error) -> Error {
-    if let Some(db) = error.as_database_error() {
-        if db.is_check_violation() {
-            return Error::invalid(format!(
-                "refused by the database ({})",
-                db.constraint().unwrap_or("check constraint")
-            ));
-        }
+    if let Some(db) = error
+        .as_database_error()
+        .filter(|db| db.is_check_violation())
+    {
+        return Error::invalid(format!(
+            "refused by the database ({})",
+            db.constraint().unwrap_or("check constraint")
+        ));
     }
     Error::Database(error)
 }

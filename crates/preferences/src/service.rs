@@ -18,6 +18,10 @@ pub struct PreferencesConfig {
     pub cache_ttl: Duration,
     /// Most entries per cache namespace.
     pub cache_capacity: u64,
+    /// After a single-preference write, re-read the row into the cache so
+    /// the next read (typically the writer's own) is a hit (default on; one
+    /// extra primary-key read per write).
+    pub refresh_after_write: bool,
 }
 
 impl Default for PreferencesConfig {
@@ -25,6 +29,7 @@ impl Default for PreferencesConfig {
         PreferencesConfig {
             cache_ttl: Duration::from_secs(15 * 60),
             cache_capacity: 100_000,
+            refresh_after_write: true,
         }
     }
 }
@@ -46,6 +51,7 @@ pub struct PreferencesService {
     repository: Arc<dyn PreferencesRepository>,
     /// One entry per (user, operation); `None` caches "no preference".
     operations: Cache<Option<OperationPreference>>,
+    refresh_after_write: bool,
     /// One entry per user: the whole list.
     lists: Cache<Arc<Vec<OperationPreference>>>,
     /// One entry per user: user-level preferences.
@@ -86,6 +92,7 @@ impl PreferencesService {
         PreferencesService {
             repository,
             operations: namespace("preferences.operation", &config, &tiers),
+            refresh_after_write: config.refresh_after_write,
             lists: namespace("preferences.list", &config, &tiers),
             users: namespace("preferences.user", &config, &tiers),
         }
@@ -156,9 +163,20 @@ impl PreferencesService {
         expected_version: Option<i64>,
     ) -> Result<OperationPreference> {
         let key = CacheKey::new(user, patch.operation_id.as_str());
+        let operation = patch.operation_id.clone();
         let result = self.repository.upsert(user, patch, expected_version).await;
         self.operations.invalidate(&key).await;
         self.lists.invalidate_user(user).await;
+        if result.is_ok() && self.refresh_after_write {
+            let refreshed = self
+                .operations
+                .refresh(&key, || self.repository.get(user, &operation))
+                .await;
+            if let Err(error) = refreshed {
+                // The write succeeded; a failed warm-up only costs a later miss.
+                tracing::warn!(%user, %operation, %error, "could not refresh the cache after a write");
+            }
+        }
         result
     }
 

@@ -1,0 +1,180 @@
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::error::{Error, Result};
+use crate::event::{
+    EndpointName, EventId, EventStatus, Inserted, NewEvent, Outcome, StatusCounts, WebhookEvent,
+    truncate_error,
+};
+use crate::{EventRepository, MAX_CLAIM};
+
+/// The event log in process memory: for tests, examples and single-process
+/// services that accept losing the log on restart. It behaves like
+/// [`crate::PgEventRepository`] (both pass [`crate::testing`]); several
+/// workers in one process share it safely.
+///
+/// One mutex guards everything, which makes each call atomic like one SQL
+/// statement; calls never await while holding it.
+#[derive(Debug, Default)]
+pub struct InMemoryEventRepository {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    events: HashMap<EventId, WebhookEvent>,
+    by_external_id: HashMap<(EndpointName, String), EventId>,
+    /// Insertion order breaks ties between equal due times, like the
+    /// PostgreSQL query's ordering keeps claims fair.
+    order: Vec<EventId>,
+}
+
+impl InMemoryEventRepository {
+    /// An empty log.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Every write below is computed before it is applied, so a panic
+        // elsewhere cannot have left a half-applied change behind.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// `now + duration`; durations past what a date can hold mean "never" and
+/// are capped instead of overflowing.
+fn after(now: OffsetDateTime, duration: Duration) -> OffsetDateTime {
+    time::Duration::try_from(duration)
+        .ok()
+        .and_then(|d| now.checked_add(d))
+        .unwrap_or(time::macros::datetime!(9999-12-31 23:59:59 UTC))
+}
+
+#[async_trait]
+impl EventRepository for InMemoryEventRepository {
+    async fn insert(&self, event: NewEvent) -> Result<Inserted> {
+        event.validate()?;
+        let mut state = self.state();
+        let key = (event.source.clone(), event.external_id.clone());
+        if let Some(&id) = state.by_external_id.get(&key) {
+            return Ok(Inserted {
+                id,
+                duplicate: true,
+            });
+        }
+        let now = OffsetDateTime::now_utc();
+        let id = EventId::random();
+        state.events.insert(
+            id,
+            WebhookEvent {
+                id,
+                source: event.source,
+                scheme: event.scheme,
+                external_id: event.external_id,
+                event_type: event.event_type,
+                key_id: event.key_id,
+                headers: event.headers,
+                payload: event.payload,
+                received_at: now,
+                status: EventStatus::Received,
+                attempts: 0,
+                last_error: None,
+                next_attempt_at: now,
+                processed_at: None,
+            },
+        );
+        state.by_external_id.insert(key, id);
+        state.order.push(id);
+        Ok(Inserted {
+            id,
+            duplicate: false,
+        })
+    }
+
+    async fn get(&self, id: EventId) -> Result<Option<WebhookEvent>> {
+        Ok(self.state().events.get(&id).cloned())
+    }
+
+    async fn find(&self, source: &EndpointName, external_id: &str) -> Result<Option<WebhookEvent>> {
+        let state = self.state();
+        Ok(state
+            .by_external_id
+            .get(&(source.clone(), external_id.to_owned()))
+            .and_then(|id| state.events.get(id))
+            .cloned())
+    }
+
+    async fn claim(&self, limit: usize, lease: Duration) -> Result<Vec<WebhookEvent>> {
+        let limit = limit.min(MAX_CLAIM);
+        let now = OffsetDateTime::now_utc();
+        let mut state = self.state();
+        let mut due: Vec<(OffsetDateTime, usize, EventId)> = state
+            .order
+            .iter()
+            .enumerate()
+            .filter_map(|(position, id)| {
+                let event = &state.events[id];
+                let claimable = matches!(
+                    event.status,
+                    EventStatus::Received | EventStatus::Processing
+                ) && event.next_attempt_at <= now;
+                claimable.then_some((event.next_attempt_at, position, *id))
+            })
+            .collect();
+        due.sort_unstable();
+        due.truncate(limit);
+        let lease_end = after(now, lease);
+        let mut claimed = Vec::with_capacity(due.len());
+        for (_, _, id) in due {
+            if let Some(event) = state.events.get_mut(&id) {
+                event.status = EventStatus::Processing;
+                event.attempts = event.attempts.saturating_add(1);
+                event.next_attempt_at = lease_end;
+                claimed.push(event.clone());
+            }
+        }
+        Ok(claimed)
+    }
+
+    async fn complete(&self, id: EventId, attempt: i32, outcome: Outcome) -> Result<()> {
+        let now = OffsetDateTime::now_utc();
+        let mut state = self.state();
+        let event = state
+            .events
+            .get_mut(&id)
+            .filter(|e| e.status == EventStatus::Processing && e.attempts == attempt)
+            .ok_or(Error::LeaseLost { id })?;
+        match outcome {
+            Outcome::Processed => {
+                event.status = EventStatus::Processed;
+                event.processed_at = Some(now);
+                event.last_error = None;
+            }
+            Outcome::Retry { error, after: wait } => {
+                event.status = EventStatus::Received;
+                event.last_error = Some(truncate_error(&error));
+                event.next_attempt_at = after(now, wait);
+            }
+            Outcome::Failed { error } => {
+                event.status = EventStatus::Failed;
+                event.last_error = Some(truncate_error(&error));
+            }
+        }
+        Ok(())
+    }
+
+    async fn counts(&self, source: &EndpointName) -> Result<StatusCounts> {
+        let mut counts = StatusCounts::default();
+        for event in self.state().events.values() {
+            if &event.source == source {
+                counts.add(event.status, 1);
+            }
+        }
+        Ok(counts)
+    }
+}

@@ -1,0 +1,318 @@
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::PgPool;
+use sqlx::types::Uuid;
+use time::OffsetDateTime;
+
+use crate::error::{Error, Result};
+use crate::event::{
+    EndpointName, EventId, EventStatus, Inserted, NewEvent, Outcome, Payload, StatusCounts,
+    WebhookEvent, truncate_error,
+};
+use crate::{EventRepository, MAX_CLAIM};
+
+/// The event log in PostgreSQL (table `opsdeck.webhook_events`, created by
+/// the workspace migrations).
+///
+/// - Logging is one statement: an insert that does nothing on a duplicate
+///   `(source, external_id)` and returns the existing id instead.
+/// - Claiming is one statement: `UPDATE … FROM (SELECT … FOR UPDATE SKIP
+///   LOCKED)`, so concurrent workers in any number of processes each get
+///   different events and never wait for each other.
+/// - Times (`now()`, leases, backoff) come from the database clock, so
+///   workers on machines with skewed clocks still agree.
+#[derive(Debug, Clone)]
+pub struct PgEventRepository {
+    pool: PgPool,
+}
+
+impl PgEventRepository {
+    /// A repository on `pool`; the schema must be migrated.
+    pub fn new(pool: PgPool) -> Self {
+        PgEventRepository { pool }
+    }
+
+    /// The pool this repository uses.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+macro_rules! columns {
+    () => {
+        "id, source, scheme, external_id, event_type, key_id, headers, payload, payload_bytes,
+         received_at, status, attempts, last_error, next_attempt_at, processed_at"
+    };
+}
+
+/// The second branch finds a row committed before this statement began; a
+/// row committed by a concurrent insert while this one waited is invisible
+/// to it, which `insert` handles with a follow-up read.
+const INSERT: &str = "
+    WITH inserted AS (
+        INSERT INTO opsdeck.webhook_events
+            (id, source, scheme, external_id, event_type, key_id, headers, payload, payload_bytes)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+        ON CONFLICT (source, external_id) DO NOTHING
+        RETURNING id
+    )
+    SELECT id, false AS duplicate FROM inserted
+    UNION ALL
+    SELECT id, true AS duplicate FROM opsdeck.webhook_events
+    WHERE source = $2 AND external_id = $4";
+
+const FIND_ID: &str =
+    "SELECT id FROM opsdeck.webhook_events WHERE source = $1 AND external_id = $2";
+
+const GET: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM opsdeck.webhook_events WHERE id = $1"
+);
+
+const FIND: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM opsdeck.webhook_events WHERE source = $1 AND external_id = $2"
+);
+
+/// Expired leases (`processing` past `next_attempt_at`) are claimable like
+/// new events: their worker died or stalled.
+const CLAIM: &str = concat!(
+    "UPDATE opsdeck.webhook_events AS e
+     SET status = 'processing',
+         attempts = e.attempts + 1,
+         next_attempt_at = now() + $2::bigint * interval '1 microsecond',
+         updated_at = now()
+     FROM (
+         SELECT id FROM opsdeck.webhook_events
+         WHERE status IN ('received', 'processing') AND next_attempt_at <= now()
+         ORDER BY next_attempt_at, received_at
+         LIMIT $1
+         FOR UPDATE SKIP LOCKED
+     ) AS due
+     WHERE e.id = due.id
+     RETURNING ",
+    "e.id, e.source, e.scheme, e.external_id, e.event_type, e.key_id, e.headers, e.payload,
+     e.payload_bytes, e.received_at, e.status, e.attempts, e.last_error, e.next_attempt_at,
+     e.processed_at"
+);
+
+/// Fenced by `(status, attempts)`: only the claim that is still current can
+/// finish an attempt.
+const COMPLETE: &str = "
+    UPDATE opsdeck.webhook_events
+    SET status = $3,
+        last_error = $4,
+        next_attempt_at = CASE WHEN $3 = 'received'
+                               THEN now() + $5::bigint * interval '1 microsecond'
+                               ELSE next_attempt_at END,
+        processed_at = CASE WHEN $3 = 'processed' THEN now() ELSE processed_at END,
+        updated_at = now()
+    WHERE id = $1 AND status = 'processing' AND attempts = $2";
+
+const COUNTS: &str = "
+    SELECT status, count(*) FROM opsdeck.webhook_events WHERE source = $1 GROUP BY status";
+
+fn micros(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl EventRepository for PgEventRepository {
+    #[tracing::instrument(
+        name = "webhooks.pg.insert",
+        skip(self, event),
+        fields(source = %event.source, external_id = %event.external_id, duplicate)
+    )]
+    async fn insert(&self, event: NewEvent) -> Result<Inserted> {
+        event.validate()?;
+        let headers = serde_json::to_value(&event.headers)
+            .map_err(|e| Error::invalid(format!("headers: {e}")))?;
+        let (json, bytes) = match event.payload {
+            Payload::Json(json) => (Some(json), None),
+            Payload::Bytes(bytes) => (None, Some(bytes)),
+        };
+        let row: Option<(Uuid, bool)> = sqlx::query_as(INSERT)
+            .bind(EventId::random().as_uuid())
+            .bind(event.source.as_str())
+            .bind(&event.scheme)
+            .bind(&event.external_id)
+            .bind(&event.event_type)
+            .bind(&event.key_id)
+            .bind(headers)
+            .bind(json)
+            .bind(bytes)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_db_error)?;
+        let (id, duplicate) = match row {
+            Some(found) => found,
+            // A concurrent insert of the same id committed while this one
+            // waited on it; it is visible to a new statement.
+            None => {
+                let id: Uuid = sqlx::query_scalar(FIND_ID)
+                    .bind(event.source.as_str())
+                    .bind(&event.external_id)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(map_db_error)?;
+                (id, true)
+            }
+        };
+        tracing::Span::current().record("duplicate", duplicate);
+        Ok(Inserted {
+            id: EventId::from(id),
+            duplicate,
+        })
+    }
+
+    #[tracing::instrument(name = "webhooks.pg.get", skip(self), fields(%id))]
+    async fn get(&self, id: EventId) -> Result<Option<WebhookEvent>> {
+        sqlx::query_as::<_, EventRow>(GET)
+            .bind(id.as_uuid())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_db_error)?
+            .map(EventRow::into_domain)
+            .transpose()
+    }
+
+    #[tracing::instrument(name = "webhooks.pg.find", skip(self), fields(%source))]
+    async fn find(&self, source: &EndpointName, external_id: &str) -> Result<Option<WebhookEvent>> {
+        sqlx::query_as::<_, EventRow>(FIND)
+            .bind(source.as_str())
+            .bind(external_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_db_error)?
+            .map(EventRow::into_domain)
+            .transpose()
+    }
+
+    #[tracing::instrument(name = "webhooks.pg.claim", skip(self), fields(rows))]
+    async fn claim(&self, limit: usize, lease: Duration) -> Result<Vec<WebhookEvent>> {
+        let limit = i64::try_from(limit.min(MAX_CLAIM)).unwrap_or(0);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query_as::<_, EventRow>(CLAIM)
+            .bind(limit)
+            .bind(micros(lease))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_db_error)?;
+        tracing::Span::current().record("rows", rows.len());
+        rows.into_iter().map(EventRow::into_domain).collect()
+    }
+
+    #[tracing::instrument(name = "webhooks.pg.complete", skip(self, outcome), fields(%id, attempt))]
+    async fn complete(&self, id: EventId, attempt: i32, outcome: Outcome) -> Result<()> {
+        let (status, error, wait) = match &outcome {
+            Outcome::Processed => (EventStatus::Processed, None, Duration::ZERO),
+            Outcome::Retry { error, after } => {
+                (EventStatus::Received, Some(truncate_error(error)), *after)
+            }
+            Outcome::Failed { error } => (
+                EventStatus::Failed,
+                Some(truncate_error(error)),
+                Duration::ZERO,
+            ),
+        };
+        let result = sqlx::query(COMPLETE)
+            .bind(id.as_uuid())
+            .bind(attempt)
+            .bind(status.as_str())
+            .bind(error)
+            .bind(micros(wait))
+            .execute(&self.pool)
+            .await
+            .map_err(map_db_error)?;
+        if result.rows_affected() == 0 {
+            return Err(Error::LeaseLost { id });
+        }
+        Ok(())
+    }
+
+    #[tracing::instrument(name = "webhooks.pg.counts", skip(self), fields(%source))]
+    async fn counts(&self, source: &EndpointName) -> Result<StatusCounts> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(COUNTS)
+            .bind(source.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_db_error)?;
+        let mut counts = StatusCounts::default();
+        for (status, n) in rows {
+            counts.add(status.parse()?, u64::try_from(n).unwrap_or(0));
+        }
+        Ok(counts)
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    id: Uuid,
+    source: String,
+    scheme: String,
+    external_id: String,
+    event_type: Option<String>,
+    key_id: String,
+    headers: serde_json::Value,
+    payload: Option<serde_json::Value>,
+    payload_bytes: Option<Vec<u8>>,
+    received_at: OffsetDateTime,
+    status: String,
+    attempts: i32,
+    last_error: Option<String>,
+    next_attempt_at: OffsetDateTime,
+    processed_at: Option<OffsetDateTime>,
+}
+
+impl EventRow {
+    fn into_domain(self) -> Result<WebhookEvent> {
+        let corrupt = |what: String| Error::Corrupt(format!("event {}: {what}", self.id));
+        let payload = match (self.payload, self.payload_bytes) {
+            (Some(json), None) => Payload::Json(json),
+            (None, Some(bytes)) => Payload::Bytes(bytes),
+            _ => {
+                return Err(corrupt(
+                    "needs exactly one of payload, payload_bytes".into(),
+                ));
+            }
+        };
+        let headers: BTreeMap<String, String> =
+            serde_json::from_value(self.headers).map_err(|e| corrupt(format!("headers: {e}")))?;
+        Ok(WebhookEvent {
+            id: EventId::from(self.id),
+            source: EndpointName::parse(&self.source).map_err(|e| corrupt(e.to_string()))?,
+            scheme: self.scheme,
+            external_id: self.external_id,
+            event_type: self.event_type,
+            key_id: self.key_id,
+            headers,
+            payload,
+            received_at: self.received_at,
+            status: self.status.parse()?,
+            attempts: self.attempts,
+            last_error: self.last_error,
+            next_attempt_at: self.next_attempt_at,
+            processed_at: self.processed_at,
+        })
+    }
+}
+
+/// Constraint violations are refused input; everything else is a database
+/// error.
+fn map_db_error(error: sqlx::Error) -> Error {
+    if let Some(db) = error.as_database_error()
+        && db.is_check_violation()
+    {
+        return Error::invalid(format!(
+            "refused by the database ({})",
+            db.constraint().unwrap_or("check constraint")
+        ));
+    }
+    Error::Database(error)
+}

@@ -1,0 +1,96 @@
+//! The event log's conformance suite on PostgreSQL and in memory, the
+//! statement counts the PostgreSQL backend promises, and its constraints.
+
+use std::time::Duration;
+
+use opsdeck_core::StatementCounter;
+use opsdeck_webhook_verify::testing::{self, new_event, unique_source};
+use opsdeck_webhook_verify::{
+    EventRepository, InMemoryEventRepository, Outcome, PgEventRepository,
+};
+use sqlx::PgPool;
+use tracing_subscriber::layer::SubscriberExt;
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn postgres_passes_the_suite(pool: PgPool) {
+    testing::run_all(&PgEventRepository::new(pool)).await;
+}
+
+#[tokio::test]
+async fn in_memory_passes_the_suite() {
+    testing::run_all(&InMemoryEventRepository::new()).await;
+}
+
+// `#[sqlx::test]` runs on a current-thread runtime, so a thread-local
+// subscriber sees every statement this test's futures execute.
+#[sqlx::test(migrations = "../../migrations")]
+async fn logging_claiming_and_completing_are_one_statement_each(pool: PgPool) {
+    let counter = StatementCounter::new();
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(counter.layer()));
+    let repo = PgEventRepository::new(pool);
+    let source = unique_source("stmt");
+
+    repo.insert(new_event(&source, "a")).await.unwrap();
+    assert_eq!(counter.reset(), 1, "a new event is one statement");
+    let again = repo.insert(new_event(&source, "a")).await.unwrap();
+    assert!(again.duplicate);
+    assert_eq!(counter.reset(), 1, "a duplicate is one statement too");
+
+    for i in 0..50 {
+        repo.insert(new_event(&source, &format!("b{i}")))
+            .await
+            .unwrap();
+    }
+    counter.reset();
+    let claimed = repo.claim(100, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(claimed.len(), 51);
+    assert_eq!(counter.reset(), 1, "claiming a batch is one statement");
+    repo.complete(claimed[0].id, 1, Outcome::Processed)
+        .await
+        .unwrap();
+    assert_eq!(counter.reset(), 1, "completing is one statement");
+}
+
+/// Rows written by other clients cannot break the types' rules.
+#[sqlx::test(migrations = "../../migrations")]
+async fn database_constraints_mirror_the_types(pool: PgPool) {
+    let cases = [
+        ("Bad Source", "standard", "x", "received", r#"{"a":1}"#),
+        ("ok", "Bad Scheme", "x", "received", r#"{"a":1}"#),
+        ("ok", "standard", "", "received", r#"{"a":1}"#),
+        ("ok", "standard", "x", "done", r#"{"a":1}"#),
+        ("ok", "standard", "x", "received", r#"[1]"#),
+    ];
+    for (source, scheme, external_id, status, headers) in cases {
+        let result = sqlx::query(
+            "INSERT INTO opsdeck.webhook_events
+                 (id, source, scheme, external_id, key_id, status, headers, payload)
+             VALUES (gen_random_uuid(), $1, $2, $3, 'k', $4, $5::jsonb, '{}'::jsonb)",
+        )
+        .bind(source)
+        .bind(scheme)
+        .bind(external_id)
+        .bind(status)
+        .bind(headers)
+        .execute(&pool)
+        .await;
+        let error = result.expect_err("the constraint must refuse the row");
+        assert!(
+            error.as_database_error().unwrap().is_check_violation(),
+            "{source}/{scheme}/{external_id}/{status}: {error}"
+        );
+    }
+    // Exactly one of payload and payload_bytes.
+    for payload in ["NULL, NULL", "'{}'::jsonb, '\\x00'::bytea"] {
+        let sql = format!(
+            "INSERT INTO opsdeck.webhook_events (id, source, scheme, external_id, key_id, payload, payload_bytes)
+             VALUES (gen_random_uuid(), 'ok', 'standard', 'p', 'k', {payload})"
+        );
+        let error = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&pool)
+            .await
+            .expect_err("payload check");
+        assert!(error.as_database_error().unwrap().is_check_violation());
+    }
+}
