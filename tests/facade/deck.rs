@@ -1,4 +1,4 @@
-//! End-to-end tests of the facade: connecting, migrating, and the services it wires.
+//! The facade: connecting, migrating, and cache coherence across instances.
 
 use opsdeck::{Backend, OpsDeck, PreferenceUpdate, Theme, UserId};
 use sqlx::PgPool;

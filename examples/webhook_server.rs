@@ -3,7 +3,7 @@
 //! process the events with a handler that logs them.
 //!
 //! ```text
-//! cargo run -p opsdeck-webhook-verify --example webhook_server --features axum
+//! cargo run --example webhook_server
 //! ```
 //!
 //! Settings (environment): `DATABASE_URL` (default
@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use opsdeck_webhook_verify::{
+use opsdeck::webhooks::{
     Endpoint, EnvSecret, EventHandler, GitHub, HandlerError, KeyRing, Outgoing, PgEventRepository,
     Receiver, Scheme, Secret, StandardWebhooks, WebhookEvent, Worker, unix_now,
 };
@@ -100,7 +100,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .max_connections(8)
         .connect(&url)
         .await?;
-    sqlx::migrate!("../../migrations").run(&pool).await?;
+    opsdeck::MIGRATOR.run(&pool).await?;
 
     let repository = Arc::new(PgEventRepository::new(pool));
     let receiver = Arc::new(
@@ -150,7 +150,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
          -H 'X-GitHub-Delivery: 72d3162e-cc78-11e3-81ab-4c9367dc0958' -H 'X-GitHub-Event: ping' \
          --data-binary 'Hello, World!'"
     );
-    axum::serve(listener, opsdeck_webhook_verify::axum::router(receiver))
+    axum::serve(listener, opsdeck::webhooks::axum::router(receiver))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })

@@ -1,0 +1,405 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use opsdeck_analytics::{
+    AnalyticsConfig, AnalyticsService, InMemoryAnalyticsRepository, PgAnalyticsRepository,
+};
+use opsdeck_cache::{InvalidationBus, PgNotifyBus, Tiers};
+use opsdeck_cron_registry::{
+    CronRunner, CronService, InMemoryJobRegistry, PgJobRegistry, PgRegistryOptions,
+};
+use opsdeck_preferences::{
+    InMemoryPreferencesRepository, PgPreferencesRepository, PreferencesConfig, PreferencesService,
+};
+use opsdeck_webhook_verify::{
+    EventRepository, InMemoryEventRepository, PgEventRepository, Receiver,
+};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+use crate::{Error, MIGRATOR};
+
+/// How cache invalidations reach the other instances of a service.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InvalidationChannel {
+    /// Redis pub/sub when a Redis URL is configured, otherwise PostgreSQL
+    /// NOTIFY when running on PostgreSQL, otherwise none (in memory).
+    #[default]
+    Auto,
+    /// PostgreSQL LISTEN/NOTIFY (one extra connection per instance).
+    Postgres,
+    /// Redis pub/sub (needs a Redis URL).
+    Redis,
+    /// None: each instance's L1 may serve a value up to the TTL old after
+    /// another instance's write. Only for single-instance deployments.
+    Disabled,
+}
+
+/// Which storage an [`OpsDeck`] runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Backend {
+    /// PostgreSQL through sqlx.
+    Postgres,
+    /// Process memory (nothing survives a restart).
+    InMemory,
+}
+
+/// The wired services on one pool (or in memory). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct OpsDeck {
+    pool: Option<PgPool>,
+    preferences: PreferencesService,
+    analytics: AnalyticsService,
+    cron: CronService,
+    runner_source: Option<RunnerSource>,
+    webhook_events: Arc<dyn EventRepository>,
+}
+
+/// Where [`OpsDeck::cron_runner`] builds runners from (runners are not
+/// shared: each `spawn` consumes one).
+#[derive(Debug, Clone)]
+enum RunnerSource {
+    Postgres(PgJobRegistry),
+    Memory(Arc<InMemoryJobRegistry>),
+}
+
+impl OpsDeck {
+    /// Connects with default settings. Does not migrate; call
+    /// [`OpsDeck::migrate`] or use [`OpsDeck::builder`] with `.migrate(true)`.
+    pub async fn connect(database_url: &str) -> Result<Self, Error> {
+        Self::builder().database_url(database_url).build().await
+    }
+
+    /// Everything in process memory: for examples, tests and embedded use.
+    pub fn in_memory() -> Self {
+        Self::in_memory_with(PreferencesConfig::default(), AnalyticsConfig::default())
+    }
+
+    fn in_memory_with(preferences: PreferencesConfig, analytics: AnalyticsConfig) -> Self {
+        let jobs = Arc::new(InMemoryJobRegistry::new());
+        OpsDeck {
+            pool: None,
+            preferences: PreferencesService::with_config(
+                Arc::new(InMemoryPreferencesRepository::new()),
+                preferences,
+            ),
+            analytics: AnalyticsService::with_config(
+                Arc::new(InMemoryAnalyticsRepository::new()),
+                analytics,
+            ),
+            cron: CronService::new(jobs.clone()),
+            runner_source: Some(RunnerSource::Memory(jobs)),
+            webhook_events: Arc::new(InMemoryEventRepository::new()),
+        }
+    }
+
+    /// A builder for pool options, Redis, cache TTLs, pg_cron and migration.
+    pub fn builder() -> OpsDeckBuilder {
+        OpsDeckBuilder::default()
+    }
+
+    /// Wraps an existing pool (the schema must be migrated) with L1 caches
+    /// only and cron jobs fired by the in-process runner; use
+    /// [`OpsDeck::builder`] for cross-instance invalidation and pg_cron.
+    pub fn from_pool(pool: PgPool) -> Self {
+        let registry = PgJobRegistry::with_runner(pool.clone());
+        Self::wire(pool, &OpsDeckBuilder::default(), Tiers::none(), registry)
+    }
+
+    fn wire(pool: PgPool, config: &OpsDeckBuilder, tiers: Tiers, registry: PgJobRegistry) -> Self {
+        let runner_source = registry
+            .pg_cron_version()
+            .is_none()
+            .then(|| RunnerSource::Postgres(registry.clone()));
+        OpsDeck {
+            preferences: PreferencesService::with_tiers(
+                Arc::new(PgPreferencesRepository::new(pool.clone())),
+                config.preferences.clone(),
+                tiers.clone(),
+            ),
+            analytics: AnalyticsService::with_tiers(
+                Arc::new(PgAnalyticsRepository::new(pool.clone())),
+                config.analytics.clone(),
+                tiers,
+            ),
+            cron: CronService::new(Arc::new(registry)),
+            runner_source,
+            webhook_events: Arc::new(PgEventRepository::new(pool.clone())),
+            pool: Some(pool),
+        }
+    }
+
+    /// Applies [`MIGRATOR`]; a no-op in memory. Safe to call on every start:
+    /// applied migrations are skipped.
+    pub async fn migrate(&self) -> Result<(), Error> {
+        match &self.pool {
+            Some(pool) => MIGRATOR.run(pool).await.map_err(Error::Migrate),
+            None => Ok(()),
+        }
+    }
+
+    /// The storage in use.
+    pub fn backend(&self) -> Backend {
+        if self.pool.is_some() {
+            Backend::Postgres
+        } else {
+            Backend::InMemory
+        }
+    }
+
+    /// The pool, when running on PostgreSQL.
+    pub fn pool(&self) -> Option<&PgPool> {
+        self.pool.as_ref()
+    }
+
+    /// Per-user operation preferences.
+    pub fn preferences(&self) -> &PreferencesService {
+        &self.preferences
+    }
+
+    /// Execution analytics: recording, trends, model comparison, SLA,
+    /// recommendations.
+    pub fn analytics(&self) -> &AnalyticsService {
+        &self.analytics
+    }
+
+    /// Named scheduled jobs per user (pg_cron, or the in-process runner).
+    pub fn cron(&self) -> &CronService {
+        &self.cron
+    }
+
+    /// The in-process job runner, when jobs are not run by pg_cron (in
+    /// memory, or on a database without pg_cron). Start it once per
+    /// instance with `spawn(interval)` and keep the handle; several
+    /// instances never fire one slot twice.
+    pub fn cron_runner(&self) -> Option<CronRunner> {
+        self.runner_source.as_ref().map(|source| match source {
+            RunnerSource::Postgres(registry) => registry.runner(),
+            RunnerSource::Memory(jobs) => CronRunner::new(jobs.clone(), jobs.clone()),
+        })
+    }
+
+    /// The `webhook_events` log, for workers and inspection.
+    pub fn webhook_events(&self) -> Arc<dyn EventRepository> {
+        Arc::clone(&self.webhook_events)
+    }
+
+    /// A webhook receiver on this deck's event log; add endpoints with
+    /// [`Receiver::endpoint`].
+    pub fn webhook_receiver(&self) -> Receiver {
+        Receiver::new(self.webhook_events())
+    }
+}
+
+/// Configures an [`OpsDeck`]; see [`OpsDeck::builder`].
+#[derive(Debug, Clone)]
+pub struct OpsDeckBuilder {
+    database_url: Option<String>,
+    pool: Option<PgPool>,
+    max_connections: u32,
+    acquire_timeout: Duration,
+    migrate: bool,
+    preferences: PreferencesConfig,
+    analytics: AnalyticsConfig,
+    #[cfg(feature = "redis")]
+    redis: Option<opsdeck_cache::RedisConfig>,
+    invalidation: InvalidationChannel,
+    cron_database_url: Option<String>,
+    require_pg_cron: bool,
+}
+
+impl Default for OpsDeckBuilder {
+    fn default() -> Self {
+        OpsDeckBuilder {
+            database_url: None,
+            pool: None,
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(5),
+            migrate: false,
+            preferences: PreferencesConfig::default(),
+            analytics: AnalyticsConfig::default(),
+            #[cfg(feature = "redis")]
+            redis: None,
+            invalidation: InvalidationChannel::Auto,
+            cron_database_url: None,
+            require_pg_cron: false,
+        }
+    }
+}
+
+impl OpsDeckBuilder {
+    /// The PostgreSQL URL; without one (or a pool), [`OpsDeckBuilder::build`]
+    /// runs in memory.
+    pub fn database_url(mut self, url: impl Into<String>) -> Self {
+        self.database_url = Some(url.into());
+        self
+    }
+
+    /// Uses an existing pool instead of connecting (pool options are then ignored).
+    pub fn pool(mut self, pool: PgPool) -> Self {
+        self.pool = Some(pool);
+        self
+    }
+
+    /// Pool size (default 10).
+    pub fn max_connections(mut self, n: u32) -> Self {
+        self.max_connections = n;
+        self
+    }
+
+    /// How long to wait for a connection, including the first one (default 5 s).
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
+    /// Apply [`MIGRATOR`] while building (default off).
+    pub fn migrate(mut self, migrate: bool) -> Self {
+        self.migrate = migrate;
+        self
+    }
+
+    /// Cache settings of the preferences service (TTL defaults to 15 minutes).
+    pub fn preferences(mut self, config: PreferencesConfig) -> Self {
+        self.preferences = config;
+        self
+    }
+
+    /// Settings of the analytics service (metrics cache TTL defaults to 5
+    /// minutes; recommendation thresholds).
+    pub fn analytics(mut self, config: AnalyticsConfig) -> Self {
+        self.analytics = config;
+        self
+    }
+
+    /// The database pg_cron runs in (`cron.database_name`, usually
+    /// `postgres`). Jobs are then scheduled with `cron.schedule_in_database`
+    /// into the application database; without it (or without pg_cron
+    /// there) jobs fire through [`OpsDeck::cron_runner`].
+    pub fn cron_database_url(mut self, url: impl Into<String>) -> Self {
+        self.cron_database_url = Some(url.into());
+        self
+    }
+
+    /// Fail [`OpsDeckBuilder::build`] instead of falling back to the
+    /// in-process runner when pg_cron is not reachable (default off).
+    pub fn require_pg_cron(mut self, required: bool) -> Self {
+        self.require_pg_cron = required;
+        self
+    }
+
+    /// Adds the Redis tier (L2 + pub/sub invalidation) at `url`, with the
+    /// default key prefix `opsdeck` and a 100 ms per-operation timeout.
+    #[cfg(feature = "redis")]
+    pub fn redis_url(self, url: impl Into<String>) -> Self {
+        self.redis(opsdeck_cache::RedisConfig::new(url))
+    }
+
+    /// Adds the Redis tier with full settings (key prefix, timeout).
+    #[cfg(feature = "redis")]
+    pub fn redis(mut self, config: opsdeck_cache::RedisConfig) -> Self {
+        self.redis = Some(config);
+        self
+    }
+
+    /// How invalidations reach other instances (default
+    /// [`InvalidationChannel::Auto`]).
+    pub fn invalidation_channel(mut self, channel: InvalidationChannel) -> Self {
+        self.invalidation = channel;
+        self
+    }
+
+    /// Connects (checking the database answers) and wires the services.
+    /// Without a database URL or pool everything runs in memory (and the
+    /// Redis, invalidation and pg_cron settings are ignored: one process has
+    /// one cache and runs its own jobs).
+    pub async fn build(self) -> Result<OpsDeck, Error> {
+        let pool = match (self.pool.clone(), self.database_url.as_deref()) {
+            (Some(pool), _) => pool,
+            (None, None) => {
+                return Ok(OpsDeck::in_memory_with(self.preferences, self.analytics));
+            }
+            (None, Some(url)) => {
+                if self.max_connections == 0 {
+                    return Err(Error::Config("max_connections must be at least 1".into()));
+                }
+                PgPoolOptions::new()
+                    .max_connections(self.max_connections)
+                    .acquire_timeout(self.acquire_timeout)
+                    .connect(url)
+                    .await
+                    .map_err(Error::Connect)?
+            }
+        };
+        let tiers = self.tiers(&pool)?;
+        let registry = self.cron_registry(&pool).await?;
+        let deck = OpsDeck::wire(pool, &self, tiers, registry);
+        if self.migrate {
+            deck.migrate().await?;
+        }
+        Ok(deck)
+    }
+
+    async fn cron_registry(&self, pool: &PgPool) -> Result<PgJobRegistry, Error> {
+        let mut options = PgRegistryOptions::new().require_pg_cron(self.require_pg_cron);
+        if let Some(url) = &self.cron_database_url {
+            let cron_pool = PgPoolOptions::new()
+                .max_connections(2)
+                .acquire_timeout(self.acquire_timeout)
+                .connect(url)
+                .await
+                .map_err(Error::Connect)?;
+            options = options.cron_pool(cron_pool);
+        }
+        PgJobRegistry::connect(pool.clone(), options)
+            .await
+            .map_err(Error::Cron)
+    }
+
+    /// The cache tiers this configuration asks for.
+    fn tiers(&self, pool: &PgPool) -> Result<Tiers, Error> {
+        #[allow(unused_mut)] // only mutated with the redis feature
+        let mut tiers = Tiers::none();
+        #[cfg(feature = "redis")]
+        if let Some(config) = &self.redis {
+            tiers = tiers.with_remote(Arc::new(
+                opsdeck_cache::RedisStore::new(config).map_err(Error::Cache)?,
+            ));
+        }
+        let postgres_bus = || {
+            Arc::new(PgNotifyBus::start(
+                pool.clone(),
+                PgNotifyBus::DEFAULT_CHANNEL,
+            )) as Arc<dyn InvalidationBus>
+        };
+        let bus = match self.invalidation {
+            InvalidationChannel::Disabled => None,
+            InvalidationChannel::Postgres => Some(postgres_bus()),
+            InvalidationChannel::Redis | InvalidationChannel::Auto => match self.redis_bus()? {
+                Some(bus) => Some(bus),
+                None if self.invalidation == InvalidationChannel::Auto => Some(postgres_bus()),
+                None => {
+                    return Err(Error::Config(
+                        "InvalidationChannel::Redis needs a Redis URL (OpsDeckBuilder::redis_url)"
+                            .into(),
+                    ));
+                }
+            },
+        };
+        Ok(match bus {
+            Some(bus) => tiers.with_bus(bus),
+            None => tiers,
+        })
+    }
+
+    fn redis_bus(&self) -> Result<Option<Arc<dyn InvalidationBus>>, Error> {
+        #[cfg(feature = "redis")]
+        if let Some(config) = &self.redis {
+            let bus = opsdeck_cache::RedisBus::start(config).map_err(Error::Cache)?;
+            return Ok(Some(Arc::new(bus)));
+        }
+        Ok(None)
+    }
+}

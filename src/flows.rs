@@ -1,0 +1,92 @@
+//! Flows that span domains. Domain crates never depend on each other, so
+//! whatever needs two of them lives here.
+
+use async_trait::async_trait;
+use opsdeck_analytics::{
+    AnalyticsService, ExecutionRecord, Recommendation, RecommendationId, RecommendedAction,
+};
+use opsdeck_core::UserId;
+use opsdeck_preferences::PreferencePatch;
+use opsdeck_webhook_verify::{EventHandler, HandlerError, Payload, WebhookEvent};
+
+use crate::OpsDeck;
+
+/// Why a cross-domain flow failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FlowError {
+    /// The analytics step failed.
+    #[error(transparent)]
+    Analytics(#[from] opsdeck_analytics::Error),
+    /// The preferences step failed.
+    #[error(transparent)]
+    Preferences(#[from] opsdeck_preferences::Error),
+}
+
+impl OpsDeck {
+    /// Applies a recommendation: marks it applied and, when it stands for a
+    /// setting (a cheaper model with at least equal success rate), makes that
+    /// model the user's preferred model for the operation.
+    ///
+    /// Safe to retry: applying an applied recommendation returns it
+    /// unchanged, and setting the same preferred model again changes only
+    /// the version. The recommendation is marked first so that a failed
+    /// preference write is repaired by calling this again.
+    pub async fn apply_recommendation(
+        &self,
+        user: UserId,
+        id: RecommendationId,
+    ) -> Result<Recommendation, FlowError> {
+        let recommendation = self.analytics().apply_recommendation(user, id).await?;
+        if let Some(RecommendedAction::SwitchModel { operation, model }) = recommendation.action() {
+            let patch = PreferencePatch::new(operation).preferred_model(Some(model));
+            self.preferences().upsert(user, patch, None).await?;
+        }
+        Ok(recommendation)
+    }
+}
+
+/// A webhook [`EventHandler`] that records the executions a webhook
+/// reports: the payload is one [`ExecutionRecord`], an array of them, or an
+/// object `{"executions": [...]}`. Recording is idempotent by
+/// `execution_id`, so a redelivered or retried event counts once.
+#[derive(Debug, Clone)]
+pub struct RecordExecutionsFromWebhooks {
+    analytics: AnalyticsService,
+}
+
+impl RecordExecutionsFromWebhooks {
+    /// A handler recording into `analytics`.
+    pub fn new(analytics: AnalyticsService) -> Self {
+        RecordExecutionsFromWebhooks { analytics }
+    }
+
+    fn records(event: &WebhookEvent) -> Result<Vec<ExecutionRecord>, HandlerError> {
+        let Payload::Json(body) = &event.payload else {
+            return Err(HandlerError::new("payload is not JSON"));
+        };
+        let body = match body {
+            serde_json::Value::Object(map) if map.contains_key("executions") => {
+                map["executions"].clone()
+            }
+            other => other.clone(),
+        };
+        let records = match body {
+            serde_json::Value::Array(_) => serde_json::from_value(body),
+            single => serde_json::from_value(single).map(|record| vec![record]),
+        };
+        records.map_err(|e| HandlerError::new(format!("payload is not an execution record: {e}")))
+    }
+}
+
+#[async_trait]
+impl EventHandler for RecordExecutionsFromWebhooks {
+    async fn handle(&self, event: &WebhookEvent) -> Result<(), HandlerError> {
+        let records = Self::records(event)?;
+        self.analytics
+            .record_many(records)
+            .await
+            .map(drop)
+            .map_err(|e| HandlerError::from_error(&e))
+    }
+}

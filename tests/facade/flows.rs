@@ -1,0 +1,190 @@
+//! Cross-domain flows, on PostgreSQL and in memory: applying a
+//! recommendation changes a preference; a webhook records executions once.
+
+use std::sync::Arc;
+
+use opsdeck::analytics::{DateRange, RecommendedAction};
+use opsdeck::webhooks::{Endpoint, GitHub, KeyRing, Outgoing, Scheme, Secret, Worker};
+use opsdeck::{ExecutionRecord, OpsDeck, RecordExecutionsFromWebhooks, UserId};
+use sqlx::PgPool;
+use time::OffsetDateTime;
+
+fn execution(user: UserId, model: &str, cost_micros: i64, days_ago: i64) -> ExecutionRecord {
+    ExecutionRecord {
+        execution_id: uuid::Uuid::new_v4(),
+        user_id: user,
+        operation_id: "summarize".into(),
+        model: model.into(),
+        input_tokens: 1000,
+        output_tokens: 200,
+        cost_micros,
+        latency_ms: 800,
+        success: true,
+        error_kind: None,
+        executed_at: OffsetDateTime::now_utc() - time::Duration::days(days_ago),
+    }
+}
+
+async fn applying_a_recommendation_switches_the_preferred_model(deck: &OpsDeck) {
+    let user = UserId::random();
+    // Same success rate, the second model costs a tenth: enough samples of both.
+    let records: Vec<_> = (0..300)
+        .map(|i| {
+            let (model, cost) = if i % 2 == 0 {
+                ("anthropic/claude-sonnet-4", 9_000)
+            } else {
+                ("deepseek/deepseek-chat", 900)
+            };
+            execution(user, model, cost, i % 14 + 1)
+        })
+        .collect();
+    deck.analytics().record_many(records).await.unwrap();
+    let recommendations = deck
+        .analytics()
+        .generate_recommendations(user)
+        .await
+        .unwrap();
+    let switch = recommendations
+        .iter()
+        .find(|r| matches!(r.action(), Some(RecommendedAction::SwitchModel { .. })))
+        .expect("a cheaper-model recommendation");
+
+    let applied = deck.apply_recommendation(user, switch.id).await.unwrap();
+    assert_eq!(applied.id, switch.id);
+    let preference = deck
+        .preferences()
+        .get_operation_preference(user, "summarize")
+        .await
+        .unwrap()
+        .expect("the flow wrote the preference");
+    assert_eq!(
+        preference.preferred_model.unwrap().as_str(),
+        "deepseek/deepseek-chat"
+    );
+    // Retrying the flow is safe.
+    deck.apply_recommendation(user, switch.id).await.unwrap();
+    let active = deck
+        .analytics()
+        .recommendations(user, Some(opsdeck::analytics::RecommendationStatus::Active))
+        .await
+        .unwrap();
+    assert!(active.iter().all(|r| r.id != switch.id), "no longer active");
+}
+
+async fn webhooks_record_executions_exactly_once(deck: &OpsDeck) {
+    let user = UserId::random();
+    let receiver = deck.webhook_receiver().endpoint(Endpoint::new(
+        "usage".parse().unwrap(),
+        KeyRing::new(GitHub).source("current", Secret::from("usage-secret")),
+    ));
+    let worker = Worker::new(
+        deck.webhook_events(),
+        Arc::new(RecordExecutionsFromWebhooks::new(deck.analytics().clone())),
+    );
+    let record = execution(user, "anthropic/claude-sonnet-4", 4_500, 0);
+    let body = serde_json::to_vec(&serde_json::json!({ "executions": [record] })).unwrap();
+    let deliver = |delivery: &'static str| {
+        let key = GitHub
+            .key("current", &Secret::from("usage-secret"))
+            .unwrap();
+        let mut headers = GitHub
+            .sign(
+                &key,
+                &Outgoing {
+                    id: delivery,
+                    timestamp: 0,
+                    body: &body,
+                },
+            )
+            .unwrap();
+        headers.insert("x-github-event", "usage".parse().unwrap());
+        let receiver = &receiver;
+        let body = &body;
+        async move { receiver.accept("usage", &headers, body).await.unwrap() }
+    };
+
+    assert!(!deliver("delivery-1").await.duplicate);
+    assert_eq!(worker.run_once().await.unwrap(), 1);
+    assert!(
+        deliver("delivery-1").await.duplicate,
+        "a redelivery is not logged twice"
+    );
+    // The sender retries under a new delivery id: processed, but counted once.
+    assert!(!deliver("delivery-2").await.duplicate);
+    assert_eq!(worker.run_once().await.unwrap(), 1);
+    assert_eq!(worker.run_once().await.unwrap(), 0);
+
+    let today = OffsetDateTime::now_utc().date();
+    let summary = deck
+        .analytics()
+        .period_summary(user, DateRange::days_ending(today, 1).unwrap(), None)
+        .await
+        .unwrap();
+    assert_eq!(summary.totals.executions, 1);
+    assert_eq!(summary.totals.cost.micros(), 4_500);
+}
+
+#[sqlx::test(migrations = false)]
+async fn flows_on_postgres(pool: PgPool) {
+    opsdeck::MIGRATOR.run(&pool).await.unwrap();
+    let deck = OpsDeck::from_pool(pool);
+    applying_a_recommendation_switches_the_preferred_model(&deck).await;
+    webhooks_record_executions_exactly_once(&deck).await;
+}
+
+#[tokio::test]
+async fn flows_in_memory() {
+    let deck = OpsDeck::in_memory();
+    applying_a_recommendation_switches_the_preferred_model(&deck).await;
+    webhooks_record_executions_exactly_once(&deck).await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn cron_jobs_through_the_facade(pool: PgPool) {
+    opsdeck::MIGRATOR.run(&pool).await.unwrap();
+    let deck = OpsDeck::from_pool(pool);
+    let user = UserId::random();
+    let command =
+        opsdeck::JobCommand::run_operation(serde_json::json!({"length": "short"})).unwrap();
+    for _ in 0..2 {
+        deck.cron()
+            .register(
+                user,
+                "nightly-summary",
+                "summarize",
+                "30 2 * * *",
+                command.clone(),
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        deck.cron().list_for_user(user).await.unwrap().len(),
+        1,
+        "register is an upsert"
+    );
+    assert!(
+        deck.cron_runner().is_some(),
+        "no pg_cron configured: the runner fires jobs"
+    );
+    assert!(
+        !deck
+            .cron()
+            .exists(UserId::random(), "nightly-summary")
+            .await
+            .unwrap()
+    );
+    assert!(
+        deck.cron()
+            .unregister(user, "nightly-summary")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !deck
+            .cron()
+            .unregister(user, "nightly-summary")
+            .await
+            .unwrap()
+    );
+}
