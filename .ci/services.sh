@@ -38,7 +38,7 @@ cron.database_name = 'postgres'
 cron.use_background_workers = on
 max_worker_processes = 32
 "
-if [ ! -f "$conf" ] || [ "$(cat "$conf")" != "$wanted" ]; then
+if ! printf '%s' "$wanted" | cmp -s - "$conf"; then
   $SUDO mkdir -p "${PG_CONF_DIR}/conf.d"
   printf '%s' "$wanted" | $SUDO tee "$conf" >/dev/null
   restart=1
@@ -77,5 +77,5 @@ fi
 redis-cli -h 127.0.0.1 -p 6379 ping
 
 psql -h 127.0.0.1 -U postgres -d postgres -Atqc "show shared_preload_libraries" | grep -q pg_cron
-psql -h 127.0.0.1 -U postgres -d postgres -qc "CREATE EXTENSION IF NOT EXISTS pg_cron" >/dev/null
+PGOPTIONS="-c client_min_messages=warning" psql -h 127.0.0.1 -U postgres -d postgres -qc "CREATE EXTENSION IF NOT EXISTS pg_cron" >/dev/null
 echo "== services ready: PostgreSQL (pg_cron $(psql -h 127.0.0.1 -U postgres -d postgres -Atqc "select extversion from pg_extension where extname='pg_cron'")), Redis"

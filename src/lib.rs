@@ -80,3 +80,8 @@ pub enum Error {
     #[error("could not set up the cron registry")]
     Cron(#[source] opsdeck_cron_registry::Error),
 }
+
+/// The README's Rust snippets, compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -82,8 +82,13 @@ async fn webhooks_record_executions_exactly_once(deck: &OpsDeck) {
         Arc::new(RecordExecutionsFromWebhooks::new(deck.analytics().clone())),
     );
     let record = execution(user, "anthropic/claude-sonnet-4", 4_500, 0);
-    let body = serde_json::to_vec(&serde_json::json!({ "executions": [record] })).unwrap();
-    let deliver = |delivery: &'static str| {
+    // The sender's retry of a report is a new webhook (new body), carrying
+    // the same execution: it is processed, and the execution counts once.
+    let report = |attempt: u32| {
+        serde_json::to_vec(&serde_json::json!({ "attempt": attempt, "executions": [record] }))
+            .unwrap()
+    };
+    let deliver = |delivery: &'static str, body: Vec<u8>| {
         let key = GitHub
             .key("current", &Secret::from("usage-secret"))
             .unwrap();
@@ -99,18 +104,16 @@ async fn webhooks_record_executions_exactly_once(deck: &OpsDeck) {
             .unwrap();
         headers.insert("x-github-event", "usage".parse().unwrap());
         let receiver = &receiver;
-        let body = &body;
-        async move { receiver.accept("usage", &headers, body).await.unwrap() }
+        async move { receiver.accept("usage", &headers, &body).await.unwrap() }
     };
 
-    assert!(!deliver("delivery-1").await.duplicate);
+    assert!(!deliver("delivery-1", report(1)).await.duplicate);
     assert_eq!(worker.run_once().await.unwrap(), 1);
     assert!(
-        deliver("delivery-1").await.duplicate,
+        deliver("delivery-1", report(1)).await.duplicate,
         "a redelivery is not logged twice"
     );
-    // The sender retries under a new delivery id: processed, but counted once.
-    assert!(!deliver("delivery-2").await.duplicate);
+    assert!(!deliver("delivery-2", report(2)).await.duplicate);
     assert_eq!(worker.run_once().await.unwrap(), 1);
     assert_eq!(worker.run_once().await.unwrap(), 0);
 

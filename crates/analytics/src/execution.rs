@@ -279,7 +279,13 @@ impl Execution {
                 format!("{} is outside 0..={MAX_LATENCY_MS}", self.latency_ms),
             ));
         }
-        let latest = now + future_tolerance;
+        // A huge configured tolerance saturates instead of overflowing.
+        let latest = now
+            .checked_add(time::Duration::try_from(future_tolerance).unwrap_or(time::Duration::MAX))
+            .unwrap_or(OffsetDateTime::new_utc(
+                time::Date::MAX,
+                time::Time::MIDNIGHT,
+            ));
         if self.executed_at > latest {
             return Err(Error::invalid(
                 "executed_at",

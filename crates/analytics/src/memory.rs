@@ -243,9 +243,14 @@ impl AnalyticsRepository for InMemoryAnalyticsRepository {
                 saved.push(active.clone());
                 continue;
             }
+            // A huge cooldown saturates instead of overflowing.
+            let since = time::Duration::try_from(cooldown)
+                .ok()
+                .and_then(|cooldown| now.checked_sub(cooldown))
+                .unwrap_or(OffsetDateTime::new_utc(Date::MIN, time::Time::MIDNIGHT));
             let suppressed = stored
                 .iter()
-                .any(|r| same(r) && r.status_changed_at.is_some_and(|at| at > now - cooldown));
+                .any(|r| same(r) && r.status_changed_at.is_some_and(|at| at > since));
             if suppressed {
                 continue;
             }

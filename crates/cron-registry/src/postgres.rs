@@ -676,7 +676,20 @@ impl CronRegistry for PgJobRegistry {
         .map_err(db)?;
         rows.sort_by_key(|r| r.request_id);
         tracing::Span::current().record("rows", rows.len());
-        rows.into_iter().map(RequestRow::into_domain).collect()
+        // The rows are already deleted: one corrupt row (written around the
+        // constraints) must not cost the whole batch, so it is logged and
+        // skipped rather than failing the call.
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| {
+                let id = row.request_id;
+                row.into_domain()
+                    .inspect_err(|error| {
+                        tracing::error!(request_id = id, %error, "dropping a corrupt cron request");
+                    })
+                    .ok()
+            })
+            .collect())
     }
 }
 

@@ -5,8 +5,8 @@ use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
 use crate::{
-    CronJob, CronRegistry, CronRegistryExt, CronRequest, CronSchedule, HistoryScope, JobCommand,
-    JobName, JobRun, NewJob, ReconcileReport,
+    CronJob, CronRegistry, CronRegistryExt, CronRequest, CronSchedule, FunctionName, HistoryScope,
+    JobCommand, JobName, JobRun, NewJob, ReconcileReport,
 };
 
 /// What applications call: parses raw input (job names, operation ids and
@@ -15,9 +15,16 @@ use crate::{
 ///
 /// No cache: job reads are rare and must reflect pause/resume at once.
 /// Cloning is cheap.
+///
+/// `JobCommand::CallFunction` runs a SQL function with the scheduler's
+/// privileges (pg_cron's role, often a superuser), so the service only
+/// registers functions the application allowed with
+/// [`CronService::allow_function`]; anything else is
+/// [`Error::Validation`] and nothing is written.
 #[derive(Debug, Clone)]
 pub struct CronService {
     registry: Arc<dyn CronRegistry>,
+    allowed_functions: Arc<std::collections::BTreeSet<String>>,
 }
 
 fn name(raw: &str) -> Result<JobName> {
@@ -31,7 +38,34 @@ fn operation(raw: &str) -> Result<OperationId> {
 impl CronService {
     /// A service over `registry`.
     pub fn new(registry: Arc<dyn CronRegistry>) -> Self {
-        CronService { registry }
+        CronService {
+            registry,
+            allowed_functions: Arc::default(),
+        }
+    }
+
+    /// Lets jobs call `function` (`schema.name` as written in
+    /// [`FunctionName`]). Allow only functions that are safe for any user to
+    /// run with any arguments: they run with the scheduler's privileges.
+    pub fn allow_function(mut self, function: &FunctionName) -> Self {
+        Arc::make_mut(&mut self.allowed_functions).insert(function.to_string());
+        self
+    }
+
+    fn check_command(&self, command: &JobCommand) -> Result<()> {
+        match command {
+            JobCommand::CallFunction { function, .. }
+                if !self.allowed_functions.contains(&function.to_string()) =>
+            {
+                Err(Error::Validation {
+                    field: "command",
+                    reason: format!(
+                        "function {function} is not allowed; allow it with CronService::allow_function"
+                    ),
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The registry behind the service.
@@ -55,6 +89,7 @@ impl CronService {
         schedule: &str,
         command: JobCommand,
     ) -> Result<CronJob> {
+        self.check_command(&command)?;
         let job = NewJob::new(
             user,
             name(job_name)?,
@@ -69,6 +104,7 @@ impl CronService {
     /// against the backend's version).
     #[tracing::instrument(name = "cron.service.register_job", skip(self, job), fields(user = %job.user_id, job = %job.name))]
     pub async fn register_job(&self, job: NewJob) -> Result<CronJob> {
+        self.check_command(&job.command)?;
         self.registry.register(job).await
     }
 

@@ -133,3 +133,53 @@ async fn quote_laden_input_cannot_inject(pool: PgPool) {
     );
     assert_eq!(opsdeck_tables(&pool).await, before);
 }
+
+/// `CallFunction` runs with the scheduler's privileges, so the service only
+/// registers functions the application allowed; anything else writes nothing.
+#[tokio::test]
+async fn the_service_only_calls_allowed_functions() {
+    use opsdeck_cron_registry::{CronService, Error, InMemoryJobRegistry};
+    use std::sync::Arc;
+
+    let user = UserId::random();
+    let call = |function: &str| {
+        JobCommand::call_function(function.parse().unwrap(), vec![SqlValue::JobUser]).unwrap()
+    };
+    let service = CronService::new(Arc::new(InMemoryJobRegistry::new()))
+        .allow_function(&"public.record_note".parse().unwrap());
+    for forbidden in [
+        "opsdeck.unregister_cron_job",
+        "pg_catalog.pg_read_file",
+        "record_note",
+    ] {
+        let error = service
+            .register(user, "sneaky", "summarize", "@daily", call(forbidden))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                Error::Validation {
+                    field: "command",
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+    }
+    assert!(
+        service.list_for_user(user).await.unwrap().is_empty(),
+        "nothing written"
+    );
+    service
+        .register(
+            user,
+            "allowed",
+            "summarize",
+            "@daily",
+            call("public.record_note"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(service.list_for_user(user).await.unwrap().len(), 1);
+}

@@ -176,7 +176,10 @@ struct GatedRepository {
 impl PreferencesRepository for GatedRepository {
     async fn get(&self, user: UserId, op: &OperationId) -> Result<Option<OperationPreference>> {
         let stale = self.inner.get(user, op).await;
-        if let Some((started, release)) = self.gate.lock().await.take() {
+        // Take the gate in its own statement: holding the lock while parked
+        // would block the writer's own read-back.
+        let gate = self.gate.lock().await.take();
+        if let Some((started, release)) = gate {
             started.send(()).unwrap();
             release.await.unwrap();
         }
@@ -231,6 +234,8 @@ async fn a_read_racing_a_write_never_leaves_the_old_value_cached() {
             .update_operation_preference(user, PreferenceUpdate::new("op").enabled(false), None)
             .await
             .unwrap();
+        // The write above warmed the cache; start the race from a miss.
+        service.invalidate_user(user).await;
         *repo.gate.lock().await = Some((started_tx, release_rx));
 
         // The read loads the old row, then stalls.

@@ -14,8 +14,12 @@ static EVENT: HeaderName = HeaderName::from_static("x-github-event");
 /// id in `X-GitHub-Delivery`, event type in `X-GitHub-Event`.
 ///
 /// GitHub signs no timestamp, so the tolerance does not apply and a
-/// captured request stays valid: replays are stopped only by the event log
-/// refusing a delivery id twice.
+/// captured request stays valid forever. The delivery id is not signed
+/// either (an attacker can change it), so the event log identifies a GitHub
+/// event by the digest of its signed body instead: a replay with a new
+/// delivery id is still a duplicate. The delivery id is kept in the stored
+/// headers. (GitHub's own redeliveries resend the same body, so they are
+/// duplicates too, as they should be.)
 #[derive(Debug, Clone, Copy, Default)]
 pub struct GitHub;
 
@@ -55,8 +59,10 @@ impl Scheme for GitHub {
     }
 
     fn identify(&self, headers: &HeaderMap, _json: Option<&serde_json::Value>) -> Identity {
+        // No external id: the receiver then keys the event on the digest of
+        // the signed body (see the type's documentation).
         Identity {
-            external_id: optional(headers, &DELIVERY).map(str::to_owned),
+            external_id: None,
             event_type: optional(headers, &EVENT).map(str::to_owned),
         }
     }

@@ -120,9 +120,29 @@ async fn logs_each_scheme_with_its_identity(repo: Arc<dyn EventRepository>) {
     );
     headers.insert("x-github-event", "push".parse().unwrap());
     let event = accept_and_load(&receiver, &*repo, "ci", &headers, body).await;
-    assert_eq!(event.external_id, "72d3162e-cc78-11e3-81ab-4c9367dc0958");
+    // GitHub's delivery id is not signed: the event is keyed on its signed
+    // body, and the delivery id is kept as a header.
+    assert!(
+        event.external_id.starts_with("sha256:"),
+        "{}",
+        event.external_id
+    );
+    assert_eq!(
+        event.headers.get("x-github-delivery").map(String::as_str),
+        Some("72d3162e-cc78-11e3-81ab-4c9367dc0958")
+    );
     assert_eq!(event.event_type.as_deref(), Some("push"));
     assert!(!event.headers.contains_key("x-hub-signature-256"));
+    // A captured request replayed under a new delivery id is a duplicate.
+    let mut replay = sign(&receiver, "ci", "forged-delivery-id", now, body);
+    replay.insert("x-github-event", "push".parse().unwrap());
+    assert!(
+        receiver
+            .accept("ci", &replay, body)
+            .await
+            .unwrap()
+            .duplicate
+    );
 
     // A form-encoded slash command: no id anywhere, bytes stored as is.
     let body = b"command=%2Fdeploy&text=prod&user_id=U1";
