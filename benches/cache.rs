@@ -11,6 +11,8 @@
 //! `redis://127.0.0.1:6379`); without them the parts that need them say so
 //! and the rest runs in memory.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,11 +22,9 @@ use opsdeck::preferences::{
     InMemoryPreferencesRepository, PgPreferencesRepository, PreferencesRepository,
 };
 use opsdeck::{
-    Cache, CacheConfig, CacheKey, MIGRATOR, PreferenceUpdate, PreferencesConfig,
-    PreferencesService, UserId,
+    Cache, CacheConfig, CacheKey, PreferenceUpdate, PreferencesConfig, PreferencesService, UserId,
 };
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, PgPool};
+use sqlx::PgPool;
 
 const USERS: usize = 10_000;
 const OPERATIONS: [&str; 5] = ["summarize", "translate", "classify", "extract", "rewrite"];
@@ -78,38 +78,10 @@ impl Zipf {
 }
 
 async fn scratch_pool() -> Option<PgPool> {
-    let url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let options: PgConnectOptions = url.parse().ok()?;
-    let admin = match PgPoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(Duration::from_secs(3))
-        .connect_with(options.clone())
+    common::scratch_pool("opsdeck_bench_cache")
         .await
-    {
-        Ok(pool) => pool,
-        Err(e) => {
-            println!("no database at {url} ({e}): the workload runs in memory");
-            return None;
-        }
-    };
-    for sql in [
-        "DROP DATABASE IF EXISTS opsdeck_bench_cache WITH (FORCE)",
-        "CREATE DATABASE opsdeck_bench_cache",
-    ] {
-        sqlx::query(sql).execute(&admin).await.ok()?;
-    }
-    let pool = PgPoolOptions::new()
-        .max_connections(4)
-        .connect_with(
-            options
-                .database("opsdeck_bench_cache")
-                .disable_statement_logging(),
-        )
-        .await
-        .ok()?;
-    MIGRATOR.run(&pool).await.ok()?;
-    Some(pool)
+        .inspect_err(|reason| println!("{reason}: the database parts run in memory"))
+        .ok()
 }
 
 async fn redis_store() -> Option<Arc<dyn RemoteStore>> {

@@ -10,6 +10,8 @@
 //! bench still runs. Besides criterion's lines, the bench prints the
 //! bulk-vs-loop ratios measured in this run.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,12 +19,8 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use opsdeck::preferences::{
     InMemoryPreferencesRepository, PgPreferencesRepository, PreferencesRepository,
 };
-use opsdeck::{MIGRATOR, PreferencePatch, PreferenceUpdate, PreferencesService, UserId};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, PgPool};
-
-const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-const BENCH_DB: &str = "opsdeck_bench";
+use opsdeck::{PreferencePatch, PreferenceUpdate, PreferencesService, UserId};
+use sqlx::PgPool;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -32,47 +30,11 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-/// A freshly created, migrated scratch database, or `None` with a message.
 async fn scratch_pool() -> Option<PgPool> {
-    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.to_string());
-    let admin_options: PgConnectOptions = match url.parse() {
-        Ok(options) => options,
-        Err(e) => {
-            println!("database benches skipped: DATABASE_URL is invalid ({e})");
-            return None;
-        }
-    };
-    let admin = match PgPoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(Duration::from_secs(3))
-        .connect_with(admin_options.clone())
+    common::scratch_pool("opsdeck_bench")
         .await
-    {
-        Ok(pool) => pool,
-        Err(e) => {
-            println!("database benches skipped: no database at {url} ({e})");
-            return None;
-        }
-    };
-    for sql in [
-        "DROP DATABASE IF EXISTS opsdeck_bench WITH (FORCE)",
-        "CREATE DATABASE opsdeck_bench",
-    ] {
-        sqlx::query(sql)
-            .execute(&admin)
-            .await
-            .expect("create the bench database");
-    }
-    let pool = PgPoolOptions::new()
-        .max_connections(4)
-        .connect_with(admin_options.database(BENCH_DB).disable_statement_logging())
-        .await
-        .expect("connect to the bench database");
-    MIGRATOR
-        .run(&pool)
-        .await
-        .expect("migrate the bench database");
-    Some(pool)
+        .inspect_err(|reason| println!("database benches skipped: {reason}"))
+        .ok()
 }
 
 fn batch(n: usize, round: u64) -> Vec<PreferencePatch> {

@@ -110,6 +110,79 @@ impl InvalidationBus for LocalBus {
     }
 }
 
+/// The reader side shared by the network buses: a background task that
+/// feeds a broadcast channel, and whether it is subscribed right now. The
+/// task stops when this is dropped.
+#[cfg(any(feature = "redis", feature = "postgres"))]
+#[derive(Debug)]
+pub(crate) struct ReaderTask {
+    sender: broadcast::Sender<BusEvent>,
+    connected: tokio::sync::watch::Receiver<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[cfg(any(feature = "redis", feature = "postgres"))]
+impl ReaderTask {
+    /// Spawns `read(events, connected)`; it must send every event it reads
+    /// and keep `connected` up to date.
+    pub(crate) fn spawn<F, Fut>(read: F) -> Self
+    where
+        F: FnOnce(broadcast::Sender<BusEvent>, tokio::sync::watch::Sender<bool>) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let (sender, _) = broadcast::channel(BUS_CHANNEL_CAPACITY);
+        let (connected_tx, connected) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(read(sender.clone(), connected_tx));
+        ReaderTask {
+            sender,
+            connected,
+            task,
+        }
+    }
+
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<BusEvent> {
+        self.sender.subscribe()
+    }
+
+    pub(crate) async fn wait_until_subscribed(&self, timeout: std::time::Duration) -> bool {
+        let mut connected = self.connected.clone();
+        tokio::time::timeout(timeout, connected.wait_for(|c| *c))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+}
+
+#[cfg(any(feature = "redis", feature = "postgres"))]
+impl Drop for ReaderTask {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Reconnection delays of the bus readers: 50 ms doubling to 2 s.
+#[cfg(any(feature = "redis", feature = "postgres"))]
+#[derive(Debug)]
+pub(crate) struct Backoff(std::time::Duration);
+
+#[cfg(any(feature = "redis", feature = "postgres"))]
+impl Backoff {
+    const FIRST: std::time::Duration = std::time::Duration::from_millis(50);
+    const MAX: std::time::Duration = std::time::Duration::from_secs(2);
+
+    pub(crate) fn new() -> Self {
+        Backoff(Self::FIRST)
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.0 = Self::FIRST;
+    }
+
+    pub(crate) async fn wait(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(Self::MAX);
+    }
+}
+
 #[cfg(any(feature = "redis", feature = "postgres"))]
 pub(crate) fn encode_message(invalidation: &Invalidation) -> Result<String, TierError> {
     serde_json::to_string(invalidation).map_err(TierError::Codec)

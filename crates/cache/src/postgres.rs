@@ -9,7 +9,7 @@ use sqlx::postgres::PgListener;
 use tokio::sync::{broadcast, watch};
 
 use crate::bus::{
-    BUS_CHANNEL_CAPACITY, BusEvent, Invalidation, InvalidationBus, decode_message, encode_message,
+    Backoff, BusEvent, Invalidation, InvalidationBus, ReaderTask, decode_message, encode_message,
 };
 use crate::error::{TierError, with_timeout};
 
@@ -23,15 +23,7 @@ pub struct PgNotifyBus {
     pool: PgPool,
     channel: String,
     timeout: Duration,
-    sender: broadcast::Sender<BusEvent>,
-    connected: watch::Receiver<bool>,
-    reader: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for PgNotifyBus {
-    fn drop(&mut self) {
-        self.reader.abort();
-    }
+    reader: ReaderTask,
 }
 
 impl PgNotifyBus {
@@ -42,30 +34,21 @@ impl PgNotifyBus {
     /// failures are retried in the background.
     pub fn start(pool: PgPool, channel: impl Into<String>) -> Self {
         let channel = channel.into();
-        let (sender, _) = broadcast::channel(BUS_CHANNEL_CAPACITY);
-        let (connected_tx, connected) = watch::channel(false);
-        let reader = tokio::spawn(listen_forever(
-            pool.clone(),
-            channel.clone(),
-            sender.clone(),
-            connected_tx,
-        ));
+        let reader = ReaderTask::spawn({
+            let (pool, channel) = (pool.clone(), channel.clone());
+            move |events, connected| listen_forever(pool, channel, events, connected)
+        });
         PgNotifyBus {
             pool,
             channel,
             timeout: Duration::from_secs(2),
-            sender,
-            connected,
             reader,
         }
     }
 
     /// Waits until the listener is live (or `timeout` passes); returns whether it is.
     pub async fn wait_until_subscribed(&self, timeout: Duration) -> bool {
-        let mut connected = self.connected.clone();
-        tokio::time::timeout(timeout, connected.wait_for(|c| *c))
-            .await
-            .is_ok_and(|r| r.is_ok())
+        self.reader.wait_until_subscribed(timeout).await
     }
 }
 
@@ -75,7 +58,7 @@ async fn listen_forever(
     sender: broadcast::Sender<BusEvent>,
     connected: watch::Sender<bool>,
 ) {
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::new();
     while !pool.is_closed() {
         let listener = async {
             let mut listener = PgListener::connect_with(&pool).await?;
@@ -85,7 +68,7 @@ async fn listen_forever(
         .await;
         match listener {
             Ok(mut listener) => {
-                backoff = Duration::from_millis(50);
+                backoff.reset();
                 let _ = sender.send(BusEvent::Resync);
                 let _ = connected.send(true);
                 loop {
@@ -113,8 +96,7 @@ async fn listen_forever(
                 tracing::debug!(%channel, %error, "cache NOTIFY listener could not connect");
             }
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(2));
+        backoff.wait().await;
     }
 }
 
@@ -135,6 +117,6 @@ impl InvalidationBus for PgNotifyBus {
     }
 
     fn subscribe(&self) -> broadcast::Receiver<BusEvent> {
-        self.sender.subscribe()
+        self.reader.subscribe()
     }
 }

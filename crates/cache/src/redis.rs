@@ -10,7 +10,7 @@ use redis::{AsyncCommands, Client, Script};
 use tokio::sync::{broadcast, watch};
 
 use crate::bus::{
-    BUS_CHANNEL_CAPACITY, BusEvent, Invalidation, InvalidationBus, decode_message, encode_message,
+    Backoff, BusEvent, Invalidation, InvalidationBus, ReaderTask, decode_message, encode_message,
 };
 use crate::error::{TierError, with_timeout};
 use crate::key::CacheKey;
@@ -266,15 +266,7 @@ pub struct RedisBus {
     publisher: ConnectionManager,
     channel: String,
     timeout: Duration,
-    sender: broadcast::Sender<BusEvent>,
-    connected: watch::Receiver<bool>,
-    reader: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for RedisBus {
-    fn drop(&mut self) {
-        self.reader.abort();
-    }
+    reader: ReaderTask,
 }
 
 impl RedisBus {
@@ -282,21 +274,14 @@ impl RedisBus {
     /// invalid URL; a down Redis is retried in the background.
     pub fn start(config: &RedisConfig) -> Result<Self, TierError> {
         let channel = format!("{}:invalidations", config.key_prefix);
-        let (sender, _) = broadcast::channel(BUS_CHANNEL_CAPACITY);
-        let (connected_tx, connected) = watch::channel(false);
-        let reader = tokio::spawn(subscribe_forever(
-            config.client()?,
-            channel.clone(),
-            config.timeout,
-            sender.clone(),
-            connected_tx,
-        ));
+        let reader = ReaderTask::spawn({
+            let (client, channel, timeout) = (config.client()?, channel.clone(), config.timeout);
+            move |events, connected| subscribe_forever(client, channel, timeout, events, connected)
+        });
         Ok(RedisBus {
             publisher: config.manager()?,
             channel,
             timeout: config.timeout,
-            sender,
-            connected,
             reader,
         })
     }
@@ -304,10 +289,7 @@ impl RedisBus {
     /// Waits until the subscription is live (or `timeout` passes); returns
     /// whether it is. Useful before relying on delivery, e.g. in tests.
     pub async fn wait_until_subscribed(&self, timeout: Duration) -> bool {
-        let mut connected = self.connected.clone();
-        tokio::time::timeout(timeout, connected.wait_for(|c| *c))
-            .await
-            .is_ok_and(|r| r.is_ok())
+        self.reader.wait_until_subscribed(timeout).await
     }
 }
 
@@ -319,7 +301,7 @@ async fn subscribe_forever(
     connected: watch::Sender<bool>,
 ) {
     use futures_util::StreamExt;
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::new();
     loop {
         let subscribed = with_timeout(timeout.max(Duration::from_secs(1)), async {
             let mut pubsub = client
@@ -335,7 +317,7 @@ async fn subscribe_forever(
         .await;
         match subscribed {
             Ok(pubsub) => {
-                backoff = Duration::from_millis(50);
+                backoff.reset();
                 // Anything published while we were away is lost.
                 let _ = sender.send(BusEvent::Resync);
                 let _ = connected.send(true);
@@ -356,8 +338,7 @@ async fn subscribe_forever(
                 tracing::debug!(%channel, %error, "cache invalidation subscription failed");
             }
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(2));
+        backoff.wait().await;
     }
 }
 
@@ -377,6 +358,6 @@ impl InvalidationBus for RedisBus {
     }
 
     fn subscribe(&self) -> broadcast::Receiver<BusEvent> {
-        self.sender.subscribe()
+        self.reader.subscribe()
     }
 }

@@ -1,5 +1,6 @@
-use std::sync::Arc;
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use tracing::{Event, Subscriber};
 use tracing_subscriber::layer::{Context, Layer};
@@ -8,10 +9,9 @@ use tracing_subscriber::layer::{Context, Layer};
 /// statement log (tracing events with target `sqlx::query`).
 ///
 /// This is how opsdeck proves its "one statement for any N" promises: the
-/// count comes from the driver, not from the code under test. Add the layer
-/// to a subscriber (globally, or per thread with
-/// [`tracing::subscriber::set_default`] on a current-thread runtime) and read
-/// [`StatementCounter::count`].
+/// count comes from the driver, not from the code under test. Either add
+/// [`StatementCounter::layer`] to your global subscriber (as the quickstart
+/// does), or, in tests, use [`StatementCounter::for_current_thread`].
 ///
 /// ```
 /// use opsdeck_core::StatementCounter;
@@ -34,6 +34,32 @@ impl StatementCounter {
     /// A counter at zero.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A counter of the statements executed on the calling thread, for tests
+    /// on current-thread runtimes (`#[sqlx::test]`, `#[tokio::test]`), where
+    /// each test runs on its own thread.
+    ///
+    /// The first call installs a process-wide subscriber that counts per
+    /// thread. One global subscriber is used because per-thread
+    /// (`set_default`) subscribers in concurrently running tests race on
+    /// tracing's cached callsite interest and can miss events.
+    ///
+    /// # Panics
+    /// If another global tracing subscriber is already installed: the count
+    /// would silently be zero otherwise.
+    pub fn for_current_thread() -> Self {
+        static INSTALLED: OnceLock<()> = OnceLock::new();
+        INSTALLED.get_or_init(|| {
+            use tracing_subscriber::layer::SubscriberExt;
+            let subscriber = tracing_subscriber::registry().with(PerThreadLayer);
+            tracing::subscriber::set_global_default(subscriber).expect(
+                "StatementCounter::for_current_thread needs to install the global tracing subscriber",
+            );
+        });
+        let counter = Self::new();
+        THREAD_COUNTER.with(|slot| *slot.borrow_mut() = Some(Arc::clone(&counter.count)));
+        counter
     }
 
     /// A layer that increments this counter for each sqlx statement event.
@@ -64,6 +90,26 @@ impl<S: Subscriber> Layer<S> for CountingLayer {
         // other layers' filters; returning true lets the event reach them.
         if event.metadata().target() == StatementCounter::SQLX_TARGET {
             self.count.fetch_add(1, Ordering::SeqCst);
+        }
+        true
+    }
+}
+
+thread_local! {
+    /// The counter of this thread's statements, set by `for_current_thread`.
+    static THREAD_COUNTER: RefCell<Option<Arc<AtomicU64>>> = const { RefCell::new(None) };
+}
+
+struct PerThreadLayer;
+
+impl<S: Subscriber> Layer<S> for PerThreadLayer {
+    fn event_enabled(&self, event: &Event<'_>, _ctx: Context<'_, S>) -> bool {
+        if event.metadata().target() == StatementCounter::SQLX_TARGET {
+            THREAD_COUNTER.with(|slot| {
+                if let Some(count) = &*slot.borrow() {
+                    count.fetch_add(1, Ordering::SeqCst);
+                }
+            });
         }
         true
     }

@@ -7,7 +7,6 @@ use opsdeck_analytics::{
 };
 use opsdeck_core::{StatementCounter, UserId};
 use sqlx::PgPool;
-use tracing_subscriber::layer::SubscriberExt;
 
 fn batch(user: UserId, n: usize) -> Vec<opsdeck_analytics::Execution> {
     (0..n)
@@ -24,14 +23,11 @@ fn batch(user: UserId, n: usize) -> Vec<opsdeck_analytics::Execution> {
         .collect()
 }
 
-/// A statement counter on this thread. `#[sqlx::test]` runs on a
-/// current-thread runtime, so a thread-local subscriber sees every statement
-/// the test's futures execute.
-fn counting() -> (StatementCounter, tracing::subscriber::DefaultGuard) {
-    let counter = StatementCounter::new();
-    let guard =
-        tracing::subscriber::set_default(tracing_subscriber::registry().with(counter.layer()));
-    (counter, guard)
+/// A statement counter on this thread. `#[sqlx::test]` runs each test on
+/// its own thread with a current-thread runtime, so the thread's count is
+/// exactly this test's statements.
+fn counting() -> (StatementCounter, ()) {
+    (StatementCounter::for_current_thread(), ())
 }
 
 #[sqlx::test(migrations = "../../migrations")]

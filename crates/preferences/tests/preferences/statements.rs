@@ -4,7 +4,6 @@
 use opsdeck_core::{StatementCounter, UserId};
 use opsdeck_preferences::{PgPreferencesRepository, PreferencePatch, PreferencesRepository};
 use sqlx::PgPool;
-use tracing_subscriber::layer::SubscriberExt;
 
 fn batch(n: usize, round: usize) -> Vec<PreferencePatch> {
     (0..n)
@@ -16,13 +15,11 @@ fn batch(n: usize, round: usize) -> Vec<PreferencePatch> {
         .collect()
 }
 
-// `#[sqlx::test]` runs on a current-thread runtime, so a thread-local
-// subscriber sees every statement this test's futures execute.
+// `#[sqlx::test]` runs each test on its own thread with a current-thread
+// runtime, so the thread's count is exactly this test's statements.
 #[sqlx::test(migrations = "../../migrations")]
 async fn bulk_upsert_is_one_statement_for_any_n(pool: PgPool) {
-    let counter = StatementCounter::new();
-    let _guard =
-        tracing::subscriber::set_default(tracing_subscriber::registry().with(counter.layer()));
+    let counter = StatementCounter::for_current_thread();
     let repo = PgPreferencesRepository::new(pool);
     let user = UserId::random();
 
@@ -55,9 +52,7 @@ async fn bulk_upsert_is_one_statement_for_any_n(pool: PgPool) {
 
 #[sqlx::test(migrations = "../../migrations")]
 async fn refused_batches_send_no_statement(pool: PgPool) {
-    let counter = StatementCounter::new();
-    let _guard =
-        tracing::subscriber::set_default(tracing_subscriber::registry().with(counter.layer()));
+    let counter = StatementCounter::for_current_thread();
     let repo = PgPreferencesRepository::new(pool);
     let user = UserId::random();
     assert!(repo.bulk_upsert(user, batch(1001, 0)).await.is_err());

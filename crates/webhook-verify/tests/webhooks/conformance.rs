@@ -9,7 +9,6 @@ use opsdeck_webhook_verify::{
     EventRepository, InMemoryEventRepository, Outcome, PgEventRepository,
 };
 use sqlx::PgPool;
-use tracing_subscriber::layer::SubscriberExt;
 
 #[sqlx::test(migrations = "../../migrations")]
 async fn postgres_passes_the_suite(pool: PgPool) {
@@ -25,9 +24,7 @@ async fn in_memory_passes_the_suite() {
 // subscriber sees every statement this test's futures execute.
 #[sqlx::test(migrations = "../../migrations")]
 async fn logging_claiming_and_completing_are_one_statement_each(pool: PgPool) {
-    let counter = StatementCounter::new();
-    let _guard =
-        tracing::subscriber::set_default(tracing_subscriber::registry().with(counter.layer()));
+    let counter = StatementCounter::for_current_thread();
     let repo = PgEventRepository::new(pool);
     let source = unique_source("stmt");
 
