@@ -10,7 +10,9 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use opsdeck::{Backend, OpsDeck, PreferenceUpdate, StatementCounter, Theme, UserId};
+use opsdeck::{
+    Backend, InvalidationChannel, OpsDeck, PreferenceUpdate, StatementCounter, Theme, UserId,
+};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -54,6 +56,10 @@ async fn main() -> ExitCode {
 async fn open() -> Result<OpsDeck, String> {
     let builder = OpsDeck::builder()
         .acquire_timeout(Duration::from_secs(3))
+        // One process, so no other instance to tell about invalidations; a
+        // fleet keeps the default (Redis pub/sub, or PostgreSQL NOTIFY, whose
+        // messages the statement count below would include).
+        .invalidation_channel(InvalidationChannel::Disabled)
         .migrate(true);
     match std::env::var("DATABASE_URL") {
         Ok(url) => {

@@ -146,7 +146,13 @@ impl PgJobRegistry {
             }
         };
         let Some(cron_pool) = options.cron_pool else {
-            unavailable("no cron database pool was configured".into())?;
+            if options.require_pg_cron {
+                return Err(Error::PgCronUnavailable(
+                    "no cron database pool was configured".into(),
+                ));
+            }
+            // Not configured is a choice, not a fault: no warning.
+            tracing::info!("no cron database configured; jobs fire through the in-process runner");
             return Ok(PgJobRegistry { pool, mode: runner });
         };
         let version = match pg_cron::detect(&cron_pool).await {
