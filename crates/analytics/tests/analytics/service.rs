@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use opsdeck_analytics::testing::{anchor, batch_of, last_days, noon, op};
+use opsdeck_analytics::testing::{anchor, around_now, batch_of, last_days, noon, op};
 use opsdeck_analytics::{
     AnalyticsRepository, AnalyticsService, DailyRollup, DateRange, Error, Execution,
     ExecutionRecord, Finding, Granularity, InMemoryAnalyticsRepository, MAX_BATCH,
@@ -399,14 +399,14 @@ async fn bad_raw_input_is_a_typed_error_and_writes_nothing(service: &AnalyticsSe
         })
     ));
     let summary = service
-        .period_summary(user, last_days(30), None)
+        .period_summary(user, around_now(), None)
         .await
         .unwrap();
     assert_eq!(summary.totals.executions, 0, "nothing was written");
     assert!(
         service
             .repository()
-            .executions(user, last_days(30), 10)
+            .executions(user, around_now(), 10)
             .await
             .unwrap()
             .is_empty()

@@ -595,5 +595,14 @@ fn keys_never_print_their_material() {
         printed.contains("current") && printed.contains("[redacted]"),
         "{printed}"
     );
+    // Neither the secret text nor the decoded key bytes, in the renderings
+    // a derived Debug would produce (a byte list) or a hex dump, appear.
     assert!(!printed.contains("MfKQ9r8"), "{printed}");
+    use base64::Engine;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(STANDARD_SECRET.trim_start_matches("whsec_"))
+        .unwrap();
+    let as_list = format!("{}, {}, {}", raw[0], raw[1], raw[2]);
+    assert!(!printed.contains(&as_list), "{printed}");
+    assert!(!printed.contains(&hex::encode(&raw[..4])), "{printed}");
 }
