@@ -138,6 +138,16 @@ async fn refusals_have_their_status_codes() {
     let response = app.clone().oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
 
+    // A declared Content-Length over the limit is refused before reading:
+    // the body here is tiny, so only the header can cause the 413.
+    let mut request = Request::post("/webhook-trigger/billing")
+        .header("content-length", (LIMIT + 1).to_string())
+        .body(Body::from(b"{}".to_vec()))
+        .unwrap();
+    request.headers_mut().extend(signed("msg_declared", b"{}"));
+    let response = app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+
     let stats = receiver.stats();
     assert_eq!(
         (
@@ -147,7 +157,7 @@ async fn refusals_have_their_status_codes() {
             stats.rejected_too_large,
             stats.accepted
         ),
-        (1, 1, 1, 2, 0)
+        (1, 1, 1, 3, 0)
     );
     assert_eq!(
         repo.counts(&"billing".parse().unwrap())
