@@ -55,6 +55,7 @@ pub struct OpsDeck {
     cron: CronService,
     runner_source: Option<RunnerSource>,
     webhook_events: Arc<dyn EventRepository>,
+    invalidation_bus: Option<Arc<dyn InvalidationBus>>,
 }
 
 /// Where [`OpsDeck::cron_runner`] builds runners from (runners are not
@@ -92,6 +93,7 @@ impl OpsDeck {
             cron: CronService::new(jobs.clone()),
             runner_source: Some(RunnerSource::Memory(jobs)),
             webhook_events: Arc::new(InMemoryEventRepository::new()),
+            invalidation_bus: None,
         }
     }
 
@@ -109,6 +111,7 @@ impl OpsDeck {
     }
 
     fn wire(pool: PgPool, config: &OpsDeckBuilder, tiers: Tiers, registry: PgJobRegistry) -> Self {
+        let invalidation_bus = tiers.bus.clone();
         let runner_source = registry
             .pg_cron_version()
             .is_none()
@@ -127,6 +130,7 @@ impl OpsDeck {
             cron: CronService::new(Arc::new(registry)),
             runner_source,
             webhook_events: Arc::new(PgEventRepository::new(pool.clone())),
+            invalidation_bus,
             pool: Some(pool),
         }
     }
@@ -152,6 +156,17 @@ impl OpsDeck {
     /// The pool, when running on PostgreSQL.
     pub fn pool(&self) -> Option<&PgPool> {
         self.pool.as_ref()
+    }
+
+    /// Waits until the cross-instance invalidation channel listens (or
+    /// `timeout` passes) and returns whether it does; `true` when there is
+    /// no channel (in memory, or disabled). Until it listens, other
+    /// instances' writes may be missed, so a readiness probe can use this.
+    pub async fn wait_for_invalidation_channel(&self, timeout: Duration) -> bool {
+        match &self.invalidation_bus {
+            Some(bus) => bus.wait_until_subscribed(timeout).await,
+            None => true,
+        }
     }
 
     /// Per-user operation preferences.

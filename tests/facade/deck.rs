@@ -136,9 +136,16 @@ async fn two_instances_stay_coherent(a: &OpsDeck, b: &OpsDeck) -> std::time::Dur
     }
 }
 
-async fn wait_for_listeners() {
-    // The buses subscribe in the background; give them a moment.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+async fn wait_for_listeners(decks: &[&OpsDeck]) {
+    for deck in decks {
+        assert!(
+            deck.wait_for_invalidation_channel(std::time::Duration::from_secs(5))
+                .await
+        );
+    }
+    // A fresh subscription starts with a resync (flush L1); let the caches
+    // apply it before the test fills them.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
 }
 
 #[sqlx::test(migrations = false)]
@@ -146,7 +153,7 @@ async fn instances_without_redis_stay_coherent_through_postgres_notify(pool: PgP
     opsdeck::MIGRATOR.run(&pool).await.unwrap();
     let a = OpsDeck::builder().pool(pool.clone()).build().await.unwrap();
     let b = OpsDeck::builder().pool(pool).build().await.unwrap();
-    wait_for_listeners().await;
+    wait_for_listeners(&[&a, &b]).await;
     let delay = two_instances_stay_coherent(&a, &b).await;
     assert!(
         delay <= std::time::Duration::from_millis(100),
@@ -166,7 +173,7 @@ async fn instances_with_redis_share_l2_and_stay_coherent(pool: PgPool) {
             .build()
     };
     let (a, b) = (build().await.unwrap(), build().await.unwrap());
-    wait_for_listeners().await;
+    wait_for_listeners(&[&a, &b]).await;
     let delay = two_instances_stay_coherent(&a, &b).await;
     assert!(
         delay <= std::time::Duration::from_millis(100),

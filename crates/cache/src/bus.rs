@@ -61,6 +61,14 @@ pub trait InvalidationBus: Send + Sync + std::fmt::Debug {
 
     /// A new receiver of the bus's events.
     fn subscribe(&self) -> broadcast::Receiver<BusEvent>;
+
+    /// Waits until the bus receives messages (or `timeout` passes) and
+    /// returns whether it does; useful before relying on delivery, e.g. in
+    /// tests. An in-process bus always does.
+    async fn wait_until_subscribed(&self, timeout: std::time::Duration) -> bool {
+        let _ = timeout;
+        true
+    }
 }
 
 /// Capacity of the broadcast channel between a bus's reader task and the

@@ -45,11 +45,6 @@ impl PgNotifyBus {
             reader,
         }
     }
-
-    /// Waits until the listener is live (or `timeout` passes); returns whether it is.
-    pub async fn wait_until_subscribed(&self, timeout: Duration) -> bool {
-        self.reader.wait_until_subscribed(timeout).await
-    }
 }
 
 async fn listen_forever(
@@ -118,5 +113,9 @@ impl InvalidationBus for PgNotifyBus {
 
     fn subscribe(&self) -> broadcast::Receiver<BusEvent> {
         self.reader.subscribe()
+    }
+
+    async fn wait_until_subscribed(&self, timeout: Duration) -> bool {
+        self.reader.wait_until_subscribed(timeout).await
     }
 }

@@ -285,12 +285,6 @@ impl RedisBus {
             reader,
         })
     }
-
-    /// Waits until the subscription is live (or `timeout` passes); returns
-    /// whether it is. Useful before relying on delivery, e.g. in tests.
-    pub async fn wait_until_subscribed(&self, timeout: Duration) -> bool {
-        self.reader.wait_until_subscribed(timeout).await
-    }
 }
 
 async fn subscribe_forever(
@@ -359,5 +353,9 @@ impl InvalidationBus for RedisBus {
 
     fn subscribe(&self) -> broadcast::Receiver<BusEvent> {
         self.reader.subscribe()
+    }
+
+    async fn wait_until_subscribed(&self, timeout: Duration) -> bool {
+        self.reader.wait_until_subscribed(timeout).await
     }
 }

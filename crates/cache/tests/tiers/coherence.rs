@@ -50,26 +50,36 @@ async fn b_sees_a_write(a: &Cache<Option<u64>>, b: &Cache<Option<u64>>) -> Durat
     }
 }
 
+/// Two caches of namespace `name` — separate L1s, each with its own bus
+/// from `start_bus`, sharing `remote` if given — once both buses listen.
+async fn two_instances(
+    name: &'static str,
+    remote: Option<Arc<dyn RemoteStore>>,
+    start_bus: impl Fn() -> Arc<dyn InvalidationBus>,
+) -> (Cache<Option<u64>>, Cache<Option<u64>>) {
+    let make = || async {
+        let bus = start_bus();
+        assert!(bus.wait_until_subscribed(Duration::from_secs(5)).await);
+        let tiers = Tiers::none().with_bus(bus);
+        let tiers = match &remote {
+            Some(remote) => tiers.with_remote(remote.clone()),
+            None => tiers,
+        };
+        Cache::with_tiers(CacheConfig::new(name, Duration::from_secs(900)), tiers)
+    };
+    (make().await, make().await)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_pubsub_keeps_two_instances_coherent() {
     let Some(config) = redis_config().await else {
         return;
     };
     let store: Arc<dyn RemoteStore> = Arc::new(RedisStore::new(&config).unwrap());
-    let make = || {
-        let bus = Arc::new(RedisBus::start(&config).unwrap());
-        let cache = Cache::with_tiers(
-            CacheConfig::new("coherence", Duration::from_secs(900)),
-            Tiers::none()
-                .with_remote(store.clone())
-                .with_bus(bus.clone() as Arc<dyn InvalidationBus>),
-        );
-        (cache, bus)
-    };
-    let ((a, bus_a), (b, bus_b)) = (make(), make());
-    for bus in [&bus_a, &bus_b] {
-        assert!(bus.wait_until_subscribed(Duration::from_secs(5)).await);
-    }
+    let (a, b) = two_instances("coherence", Some(store), || {
+        Arc::new(RedisBus::start(&config).unwrap())
+    })
+    .await;
     let delay = b_sees_a_write(&a, &b).await;
     println!("redis pub/sub: B saw A's write after {delay:?}");
     assert!(delay <= MAX_DELAY, "took {delay:?}");
@@ -81,18 +91,10 @@ async fn redis_pubsub_alone_keeps_l1_only_instances_coherent() {
     let Some(config) = redis_config().await else {
         return;
     };
-    let make = || {
-        let bus = Arc::new(RedisBus::start(&config).unwrap());
-        let cache = Cache::with_tiers(
-            CacheConfig::new("coherence-l1", Duration::from_secs(900)),
-            Tiers::none().with_bus(bus.clone() as Arc<dyn InvalidationBus>),
-        );
-        (cache, bus)
-    };
-    let ((a, bus_a), (b, bus_b)) = (make(), make());
-    for bus in [&bus_a, &bus_b] {
-        assert!(bus.wait_until_subscribed(Duration::from_secs(5)).await);
-    }
+    let (a, b) = two_instances("coherence-l1", None, || {
+        Arc::new(RedisBus::start(&config).unwrap())
+    })
+    .await;
     let delay = b_sees_a_write(&a, &b).await;
     assert!(delay <= MAX_DELAY, "took {delay:?}");
 }
@@ -100,18 +102,10 @@ async fn redis_pubsub_alone_keeps_l1_only_instances_coherent() {
 #[sqlx::test(migrations = false)]
 async fn postgres_notify_keeps_two_instances_coherent(pool: PgPool) {
     let channel = format!("opsdeck_cache_test_{}", std::process::id());
-    let make = || {
-        let bus = Arc::new(PgNotifyBus::start(pool.clone(), channel.clone()));
-        let cache = Cache::with_tiers(
-            CacheConfig::new("coherence-pg", Duration::from_secs(900)),
-            Tiers::none().with_bus(bus.clone() as Arc<dyn InvalidationBus>),
-        );
-        (cache, bus)
-    };
-    let ((a, bus_a), (b, bus_b)) = (make(), make());
-    for bus in [&bus_a, &bus_b] {
-        assert!(bus.wait_until_subscribed(Duration::from_secs(5)).await);
-    }
+    let (a, b) = two_instances("coherence-pg", None, || {
+        Arc::new(PgNotifyBus::start(pool.clone(), channel.clone()))
+    })
+    .await;
     let delay = b_sees_a_write(&a, &b).await;
     println!("postgres NOTIFY: B saw A's write after {delay:?}");
     assert!(delay <= MAX_DELAY, "took {delay:?}");
