@@ -1,8 +1,6 @@
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
 
 use crate::error::{ParseError, Snippet};
 
@@ -11,49 +9,7 @@ use crate::error::{ParseError, Snippet};
 #[serde(transparent)]
 pub struct UserId(Uuid);
 
-impl UserId {
-    /// A new random (v4) user id; handy in tests and examples.
-    pub fn random() -> Self {
-        UserId(Uuid::new_v4())
-    }
-
-    /// The underlying UUID.
-    pub fn as_uuid(&self) -> Uuid {
-        self.0
-    }
-}
-
-impl From<Uuid> for UserId {
-    fn from(id: Uuid) -> Self {
-        UserId(id)
-    }
-}
-
-impl FromStr for UserId {
-    type Err = ParseError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Uuid::parse_str(s)
-            .map(UserId)
-            .map_err(|_| ParseError::Malformed {
-                kind: "user id",
-                input: Snippet::new(s),
-                reason: "expected a UUID",
-            })
-    }
-}
-
-impl fmt::Display for UserId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0, f)
-    }
-}
-
-impl fmt::Debug for UserId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "UserId({})", self.0)
-    }
-}
+crate::uuid_id!(UserId, "user id");
 
 /// The name of an operation a user can run, e.g. `summarize` or
 /// `translate.v2`: 1–64 characters of `[a-z0-9_.-]`.
@@ -101,50 +57,7 @@ impl OperationId {
     }
 }
 
-impl FromStr for OperationId {
-    type Err = ParseError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::parse(s)
-    }
-}
-
-impl TryFrom<String> for OperationId {
-    type Error = ParseError;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        Self::parse(&s)
-    }
-}
-
-impl TryFrom<&str> for OperationId {
-    type Error = ParseError;
-    fn try_from(s: &str) -> Result<Self, Self::Error> {
-        Self::parse(s)
-    }
-}
-
-impl From<OperationId> for String {
-    fn from(id: OperationId) -> Self {
-        id.0.into()
-    }
-}
-
-impl AsRef<str> for OperationId {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for OperationId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for OperationId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "OperationId({:?})", &*self.0)
-    }
-}
+crate::text_id!(OperationId, ParseError);
 
 #[cfg(test)]
 mod tests {

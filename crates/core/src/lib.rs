@@ -10,6 +10,11 @@
 //!   of `[a-z0-9_.-]`);
 //! - [`ModelRef`]: a model reference such as `anthropic/claude-sonnet-4`;
 //! - [`ParseError`]: why a string was refused;
+//! - [`Validation`]: the one shape of "this input was refused" in every crate;
+//! - [`Secret`] and [`SecretUrl`]: values that never print;
+//! - [`text_id!`] and [`uuid_id!`]: the impls every id repeats, with sqlx
+//!   `Type`/`Encode`/`Decode` under the `postgres` feature, and
+//!   [`db::constraint_violation`], the one constraint → [`Validation`] mapper;
 //! - [`StatementCounter`]: counts the SQL statements sqlx sends, so tests and
 //!   examples can prove "one statement" promises instead of asserting them.
 //!
@@ -24,12 +29,27 @@
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "postgres")]
+pub mod db;
 mod error;
 mod ids;
 mod model;
+mod newtype;
+mod secret;
 mod statements;
+mod validation;
 
 pub use error::{ParseError, Snippet};
 pub use ids::{OperationId, UserId};
 pub use model::ModelRef;
+pub use secret::{Secret, SecretUrl};
 pub use statements::StatementCounter;
+pub use validation::Validation;
+
+/// What the id macros expand to; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    #[cfg(feature = "postgres")]
+    pub use sqlx;
+    pub use uuid::Uuid;
+}

@@ -1,6 +1,3 @@
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ParseError, Snippet};
@@ -105,37 +102,7 @@ impl ModelRef {
     }
 }
 
-impl FromStr for ModelRef {
-    type Err = ParseError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::parse(s)
-    }
-}
-
-impl TryFrom<String> for ModelRef {
-    type Error = ParseError;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        Self::parse(&s)
-    }
-}
-
-impl From<ModelRef> for String {
-    fn from(m: ModelRef) -> Self {
-        m.text.into()
-    }
-}
-
-impl fmt::Display for ModelRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
-    }
-}
-
-impl fmt::Debug for ModelRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ModelRef({:?})", &*self.text)
-    }
-}
+crate::text_id!(ModelRef, ParseError);
 
 #[cfg(test)]
 mod tests {
