@@ -78,19 +78,19 @@ pub(crate) const BUS_CHANNEL_CAPACITY: usize = 4096;
 /// An in-process bus: connects caches in one process (tests, or several
 /// caches sharing a namespace). Never loses messages while it exists.
 #[derive(Debug, Clone)]
-pub struct LocalBus {
+pub struct InMemoryInvalidationBus {
     sender: broadcast::Sender<BusEvent>,
 }
 
-impl Default for LocalBus {
+impl Default for InMemoryInvalidationBus {
     fn default() -> Self {
-        LocalBus {
+        InMemoryInvalidationBus {
             sender: broadcast::channel(BUS_CHANNEL_CAPACITY).0,
         }
     }
 }
 
-impl LocalBus {
+impl InMemoryInvalidationBus {
     /// A new bus with no subscribers.
     pub fn new() -> Self {
         Self::default()
@@ -104,7 +104,7 @@ impl LocalBus {
 }
 
 #[async_trait]
-impl InvalidationBus for LocalBus {
+impl InvalidationBus for InMemoryInvalidationBus {
     async fn publish(&self, invalidation: &Invalidation) -> Result<(), TierError> {
         // No subscriber is not an error: nobody needs to hear it.
         let _ = self

@@ -47,14 +47,14 @@ mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use bus::{BusEvent, Invalidation, InvalidationBus, LocalBus, Scope};
+pub use bus::{BusEvent, InMemoryInvalidationBus, Invalidation, InvalidationBus, Scope};
 pub use cache::{Cache, CacheConfig, CacheValue, Tiers};
 pub use error::TierError;
 pub use key::CacheKey;
-pub use memory::MemoryStore;
+pub use memory::InMemoryRemoteStore;
 #[cfg(feature = "postgres")]
-pub use postgres::PgNotifyBus;
+pub use postgres::PgInvalidationBus;
 #[cfg(feature = "redis")]
-pub use redis::{RedisBus, RedisConfig, RedisStore};
+pub use redis::{RedisConfig, RedisInvalidationBus, RedisRemoteStore};
 pub use remote::{RemoteRead, RemoteStore};
 pub use stats::CacheStats;

@@ -11,10 +11,10 @@ use crate::key::CacheKey;
 use crate::remote::{RemoteRead, RemoteStore};
 
 /// An in-process [`RemoteStore`]: the test double for L2 (it passes the same
-/// contract suite as [`crate::RedisStore`]) and a way to share one L2 between
-/// caches of one process. [`MemoryStore::set_failing`] simulates an outage.
+/// contract suite as [`crate::RedisRemoteStore`]) and a way to share one L2 between
+/// caches of one process. [`InMemoryRemoteStore::set_failing`] simulates an outage.
 #[derive(Debug, Default)]
-pub struct MemoryStore {
+pub struct InMemoryRemoteStore {
     partitions: Mutex<Partitions>,
     failing: AtomicBool,
 }
@@ -28,7 +28,7 @@ struct Partition {
     entries: HashMap<String, (Instant, Vec<u8>)>,
 }
 
-impl MemoryStore {
+impl InMemoryRemoteStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
@@ -73,7 +73,7 @@ impl MemoryStore {
 }
 
 #[async_trait]
-impl RemoteStore for MemoryStore {
+impl RemoteStore for InMemoryRemoteStore {
     async fn get(&self, namespace: &str, key: &CacheKey) -> Result<RemoteRead, TierError> {
         let partitions = self.partitions()?;
         let Some(partition) = partitions.get(&(namespace.to_string(), key.user())) else {

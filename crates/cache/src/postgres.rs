@@ -1,4 +1,4 @@
-//! [`PgNotifyBus`]: invalidations over PostgreSQL LISTEN/NOTIFY, for
+//! [`PgInvalidationBus`]: invalidations over PostgreSQL LISTEN/NOTIFY, for
 //! deployments without Redis.
 
 use std::time::Duration;
@@ -19,14 +19,14 @@ use crate::error::{TierError, with_timeout};
 /// delivered only to sessions listening at commit time, so after every
 /// reconnect the bus emits [`BusEvent::Resync`].
 #[derive(Debug)]
-pub struct PgNotifyBus {
+pub struct PgInvalidationBus {
     pool: PgPool,
     channel: String,
     timeout: Duration,
     reader: ReaderTask,
 }
 
-impl PgNotifyBus {
+impl PgInvalidationBus {
     /// The default channel name.
     pub const DEFAULT_CHANNEL: &'static str = "opsdeck_cache";
 
@@ -38,7 +38,7 @@ impl PgNotifyBus {
             let (pool, channel) = (pool.clone(), channel.clone());
             move |events, connected| listen_forever(pool, channel, events, connected)
         });
-        PgNotifyBus {
+        PgInvalidationBus {
             pool,
             channel,
             timeout: Duration::from_secs(2),
@@ -96,7 +96,7 @@ async fn listen_forever(
 }
 
 #[async_trait]
-impl InvalidationBus for PgNotifyBus {
+impl InvalidationBus for PgInvalidationBus {
     async fn publish(&self, invalidation: &Invalidation) -> Result<(), TierError> {
         let payload = encode_message(invalidation)?;
         with_timeout(self.timeout, async {

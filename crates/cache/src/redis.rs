@@ -1,10 +1,10 @@
-//! The Redis tier: [`RedisStore`] (L2 entries) and [`RedisBus`] (pub/sub
+//! The Redis tier: [`RedisRemoteStore`] (L2 entries) and [`RedisInvalidationBus`] (pub/sub
 //! invalidation channel), both on redis-rs.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use opsdeck_core::UserId;
+use opsdeck_core::{SecretUrl, UserId};
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Client, Script};
 use tokio::sync::{broadcast, watch};
@@ -69,12 +69,13 @@ redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
 ";
 
-/// Settings shared by [`RedisStore`] and [`RedisBus`].
+/// Settings shared by [`RedisRemoteStore`] and [`RedisInvalidationBus`].
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct RedisConfig {
-    /// `redis://host:port[/db]`.
-    pub url: String,
+    /// `redis://[:password@]host:port[/db]`, or `rediss://…` for TLS. Its
+    /// `Debug` hides the password.
+    pub url: SecretUrl,
     /// First part of every key and of the channel name, so several
     /// applications can share one Redis (default `opsdeck`).
     pub key_prefix: String,
@@ -84,7 +85,7 @@ pub struct RedisConfig {
 
 impl RedisConfig {
     /// Defaults for `url`.
-    pub fn new(url: impl Into<String>) -> Self {
+    pub fn new(url: impl Into<SecretUrl>) -> Self {
         RedisConfig {
             url: url.into(),
             key_prefix: "opsdeck".to_string(),
@@ -105,7 +106,7 @@ impl RedisConfig {
     }
 
     fn client(&self) -> Result<Client, TierError> {
-        Client::open(self.url.as_str()).map_err(TierError::backend)
+        Client::open(self.url.expose()).map_err(TierError::backend)
     }
 
     /// A connection manager that connects lazily, so an application starts
@@ -124,7 +125,7 @@ impl RedisConfig {
 /// `{prefix}:{namespace}:{user}`, a field per item, plus the partition's
 /// generation. See [`RemoteStore`] for the contract.
 #[derive(Clone)]
-pub struct RedisStore {
+pub struct RedisRemoteStore {
     connection: ConnectionManager,
     prefix: String,
     timeout: Duration,
@@ -134,21 +135,21 @@ pub struct RedisStore {
     invalidate_user: Script,
 }
 
-impl std::fmt::Debug for RedisStore {
+impl std::fmt::Debug for RedisRemoteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The URL may carry a password: never print it.
-        f.debug_struct("RedisStore")
+        f.debug_struct("RedisRemoteStore")
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
 }
 
-impl RedisStore {
+impl RedisRemoteStore {
     /// A store for `config`. Fails only on an invalid URL: the connection
     /// is made on first use and re-made after failures.
     pub fn new(config: &RedisConfig) -> Result<Self, TierError> {
-        Ok(RedisStore {
+        Ok(RedisRemoteStore {
             connection: config.manager()?,
             prefix: config.key_prefix.clone(),
             timeout: config.timeout,
@@ -188,7 +189,7 @@ fn millis(duration: Duration) -> u64 {
 }
 
 #[async_trait]
-impl RemoteStore for RedisStore {
+impl RemoteStore for RedisRemoteStore {
     async fn get(&self, namespace: &str, key: &CacheKey) -> Result<RemoteRead, TierError> {
         let mut invocation = self.get.key(self.partition_key(namespace, key.user()));
         invocation.arg(Self::field(key));
@@ -262,14 +263,14 @@ impl RemoteStore for RedisStore {
 /// emits [`BusEvent::Resync`] after every (re)subscription, since pub/sub
 /// drops what is published while a subscriber is away.
 #[derive(Debug)]
-pub struct RedisBus {
+pub struct RedisInvalidationBus {
     publisher: ConnectionManager,
     channel: String,
     timeout: Duration,
     reader: ReaderTask,
 }
 
-impl RedisBus {
+impl RedisInvalidationBus {
     /// Starts the subscriber task (needs a tokio runtime). Fails only on an
     /// invalid URL; a down Redis is retried in the background.
     pub fn start(config: &RedisConfig) -> Result<Self, TierError> {
@@ -278,7 +279,7 @@ impl RedisBus {
             let (client, channel, timeout) = (config.client()?, channel.clone(), config.timeout);
             move |events, connected| subscribe_forever(client, channel, timeout, events, connected)
         });
-        Ok(RedisBus {
+        Ok(RedisInvalidationBus {
             publisher: config.manager()?,
             channel,
             timeout: config.timeout,
@@ -337,7 +338,7 @@ async fn subscribe_forever(
 }
 
 #[async_trait]
-impl InvalidationBus for RedisBus {
+impl InvalidationBus for RedisInvalidationBus {
     async fn publish(&self, invalidation: &Invalidation) -> Result<(), TierError> {
         let payload = encode_message(invalidation)?;
         let mut connection = self.publisher.clone();

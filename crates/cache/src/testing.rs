@@ -1,5 +1,5 @@
 //! The contract suite every [`RemoteStore`] must pass (run on
-//! [`crate::MemoryStore`] and [`crate::RedisStore`]). Each check uses fresh
+//! [`crate::InMemoryRemoteStore`] and [`crate::RedisRemoteStore`]). Each check uses fresh
 //! random users, so checks can share one backend.
 
 use std::time::Duration;

@@ -1,7 +1,6 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-
 use crate::error::{ParseError, Snippet};
 
 /// The owner of user data. Every user-owned row and cache key carries one.

@@ -119,13 +119,13 @@ macro_rules! uuid_id {
         impl ::std::str::FromStr for $ty {
             type Err = $crate::ParseError;
             fn from_str(s: &str) -> ::std::result::Result<Self, Self::Err> {
-                $crate::__private::Uuid::parse_str(s)
-                    .map($ty)
-                    .map_err(|_| $crate::ParseError::Malformed {
+                $crate::__private::Uuid::parse_str(s).map($ty).map_err(|_| {
+                    $crate::ParseError::Malformed {
                         kind: $kind,
                         input: $crate::Snippet::new(s),
                         reason: "expected a UUID",
-                    })
+                    }
+                })
             }
         }
 

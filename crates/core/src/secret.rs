@@ -194,8 +194,14 @@ mod tests {
                 "postgres://u:hunter2@db.example:5432/app?sslmode=require",
                 "postgres://u:***@db.example:5432/app?sslmode=require",
             ),
-            ("redis://:hunter2@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0"),
-            ("rediss://hunter2@cache.example", "rediss://***@cache.example"),
+            (
+                "redis://:hunter2@127.0.0.1:6379/0",
+                "redis://:***@127.0.0.1:6379/0",
+            ),
+            (
+                "rediss://hunter2@cache.example",
+                "rediss://***@cache.example",
+            ),
             (
                 "postgres://db/app?user=u&password=hunter2",
                 "postgres://db/app?user=u&password=***",

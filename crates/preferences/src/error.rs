@@ -1,21 +1,16 @@
-use opsdeck_core::ParseError;
+use std::fmt;
+
+use opsdeck_core::{ParseError, Snippet, Validation};
 
 /// Everything that can go wrong in the preferences crate.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The input was refused; nothing was written. For a batch, `item` is the
-    /// zero-based position of the first bad item and `operation` its id (or
-    /// the raw text that failed to parse as one).
-    #[error("invalid preference{}: {reason}", describe_item(*.item, .operation.as_deref()))]
-    Validation {
-        /// Position of the bad item in its batch, if the input was a batch.
-        item: Option<usize>,
-        /// The item's operation id (raw text when it was the bad part).
-        operation: Option<String>,
-        /// What is wrong.
-        reason: String,
-    },
+    /// zero-based position of the first bad item; the reason names the item's
+    /// operation id.
+    #[error(transparent)]
+    Validation(#[from] Validation),
     /// A batch held more items than [`crate::MAX_BATCH`]; nothing was written.
     #[error("batch of {len} preferences exceeds the maximum of {max}")]
     BatchTooLarge {
@@ -43,46 +38,44 @@ pub enum Error {
     Database(#[source] sqlx::Error),
 }
 
-fn describe_item(item: Option<usize>, operation: Option<&str>) -> String {
-    match (item, operation) {
-        (Some(i), Some(op)) => format!(" at item {i} ({op:?})"),
-        (Some(i), None) => format!(" at item {i}"),
-        (None, Some(op)) => format!(" {op:?}"),
-        (None, None) => String::new(),
-    }
-}
-
 impl Error {
-    pub(crate) fn invalid(reason: impl Into<String>) -> Self {
-        Error::Validation {
-            item: None,
-            operation: None,
-            reason: reason.into(),
-        }
+    /// A refusal of `field`, not tied to a batch position.
+    pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        Error::Validation(Validation::new(field, reason))
     }
 
-    /// A field that failed to parse; `operation` is the item's operation id
-    /// as given (cut to 80 characters).
-    pub(crate) fn parse(operation: &str, error: ParseError) -> Self {
-        Error::Validation {
-            item: None,
-            operation: Some(operation.chars().take(80).collect()),
-            reason: error.to_string(),
-        }
+    /// A refusal of `field` of the item whose operation id is `operation`
+    /// (as given, cut by [`Snippet`]), so a batch error names its item.
+    pub(crate) fn of_operation(
+        field: &'static str,
+        operation: &str,
+        reason: impl fmt::Display,
+    ) -> Self {
+        Error::invalid(
+            field,
+            format!("operation {:?}: {reason}", Snippet::new(operation).as_str()),
+        )
     }
 
     /// Attaches a batch position to a validation error.
     pub(crate) fn at_item(self, index: usize) -> Self {
         match self {
-            Error::Validation {
-                operation, reason, ..
-            } => Error::Validation {
-                item: Some(index),
-                operation,
-                reason,
-            },
+            Error::Validation(v) => Error::Validation(v.at_item(index)),
             other => other,
         }
+    }
+}
+
+impl From<std::convert::Infallible> for Error {
+    fn from(never: std::convert::Infallible) -> Self {
+        match never {}
+    }
+}
+
+impl From<ParseError> for Error {
+    /// An operation id that did not parse (the one raw id the edge takes alone).
+    fn from(error: ParseError) -> Self {
+        Error::invalid("operation_id", error.to_string())
     }
 }
 

@@ -37,6 +37,7 @@
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod cached;
 mod error;
 mod memory;
 mod model;
@@ -49,6 +50,7 @@ pub mod testing;
 use async_trait::async_trait;
 use opsdeck_core::{OperationId, UserId};
 
+pub use cached::{Cached, PreferencesConfig};
 pub use error::{Error, Result};
 pub use memory::InMemoryPreferencesRepository;
 pub use model::{
@@ -57,7 +59,7 @@ pub use model::{
 };
 #[cfg(feature = "postgres")]
 pub use postgres::PgPreferencesRepository;
-pub use service::{PreferencesConfig, PreferencesService};
+pub use service::PreferencesService;
 
 /// Most items one bulk write accepts. Larger batches get
 /// [`Error::BatchTooLarge`]; split them (each part is then atomic on its own).
@@ -86,17 +88,17 @@ pub const MAX_SETTINGS_BYTES: usize = 16 * 1024;
 #[async_trait]
 pub trait PreferencesRepository: Send + Sync + std::fmt::Debug {
     /// One preference, if the user has one for `operation`.
-    async fn get(
+    async fn get_operation_preference(
         &self,
         user: UserId,
         operation: &OperationId,
     ) -> Result<Option<OperationPreference>>;
 
     /// All of the user's preferences, ordered by operation id.
-    async fn list(&self, user: UserId) -> Result<Vec<OperationPreference>>;
+    async fn list_operation_preferences(&self, user: UserId) -> Result<Vec<OperationPreference>>;
 
     /// Applies one patch, optionally guarded by `expected_version`.
-    async fn upsert(
+    async fn update_operation_preference(
         &self,
         user: UserId,
         patch: PreferencePatch,
@@ -104,14 +106,18 @@ pub trait PreferencesRepository: Send + Sync + std::fmt::Debug {
     ) -> Result<OperationPreference>;
 
     /// Applies many patches at once (one statement on PostgreSQL).
-    async fn bulk_upsert(
+    async fn bulk_update_operation_preferences(
         &self,
         user: UserId,
         patches: Vec<PreferencePatch>,
     ) -> Result<Vec<OperationPreference>>;
 
     /// Removes one preference; `Ok(false)` if there was none.
-    async fn delete(&self, user: UserId, operation: &OperationId) -> Result<bool>;
+    async fn delete_operation_preference(
+        &self,
+        user: UserId,
+        operation: &OperationId,
+    ) -> Result<bool>;
 
     /// The user-level preferences, if ever set.
     async fn get_user_preferences(&self, user: UserId) -> Result<Option<UserPreferences>>;
@@ -124,6 +130,67 @@ pub trait PreferencesRepository: Send + Sync + std::fmt::Debug {
         patch: UserPreferencesPatch,
         expected_version: Option<i64>,
     ) -> Result<UserPreferences>;
+}
+
+/// A shared backend is a backend: lets [`Cached`] and services hold
+/// `Arc<dyn PreferencesRepository>`.
+#[async_trait]
+impl<T: PreferencesRepository + ?Sized> PreferencesRepository for std::sync::Arc<T> {
+    async fn get_operation_preference(
+        &self,
+        user: UserId,
+        operation: &OperationId,
+    ) -> Result<Option<OperationPreference>> {
+        (**self).get_operation_preference(user, operation).await
+    }
+
+    async fn list_operation_preferences(&self, user: UserId) -> Result<Vec<OperationPreference>> {
+        (**self).list_operation_preferences(user).await
+    }
+
+    async fn update_operation_preference(
+        &self,
+        user: UserId,
+        patch: PreferencePatch,
+        expected_version: Option<i64>,
+    ) -> Result<OperationPreference> {
+        (**self)
+            .update_operation_preference(user, patch, expected_version)
+            .await
+    }
+
+    async fn bulk_update_operation_preferences(
+        &self,
+        user: UserId,
+        patches: Vec<PreferencePatch>,
+    ) -> Result<Vec<OperationPreference>> {
+        (**self)
+            .bulk_update_operation_preferences(user, patches)
+            .await
+    }
+
+    async fn delete_operation_preference(
+        &self,
+        user: UserId,
+        operation: &OperationId,
+    ) -> Result<bool> {
+        (**self).delete_operation_preference(user, operation).await
+    }
+
+    async fn get_user_preferences(&self, user: UserId) -> Result<Option<UserPreferences>> {
+        (**self).get_user_preferences(user).await
+    }
+
+    async fn set_user_preferences(
+        &self,
+        user: UserId,
+        patch: UserPreferencesPatch,
+        expected_version: Option<i64>,
+    ) -> Result<UserPreferences> {
+        (**self)
+            .set_user_preferences(user, patch, expected_version)
+            .await
+    }
 }
 
 /// Validates a batch and merges repeated operation ids, returning the patches

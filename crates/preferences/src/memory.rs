@@ -43,7 +43,7 @@ impl InMemoryPreferencesRepository {
 
 #[async_trait]
 impl PreferencesRepository for InMemoryPreferencesRepository {
-    async fn get(
+    async fn get_operation_preference(
         &self,
         user: UserId,
         operation: &OperationId,
@@ -56,7 +56,7 @@ impl PreferencesRepository for InMemoryPreferencesRepository {
             .cloned())
     }
 
-    async fn list(&self, user: UserId) -> Result<Vec<OperationPreference>> {
+    async fn list_operation_preferences(&self, user: UserId) -> Result<Vec<OperationPreference>> {
         Ok(self
             .state()
             .operations
@@ -65,7 +65,7 @@ impl PreferencesRepository for InMemoryPreferencesRepository {
             .unwrap_or_default())
     }
 
-    async fn upsert(
+    async fn update_operation_preference(
         &self,
         user: UserId,
         patch: PreferencePatch,
@@ -82,7 +82,7 @@ impl PreferencesRepository for InMemoryPreferencesRepository {
         Ok(apply_patch(ops, user, &patch, now))
     }
 
-    async fn bulk_upsert(
+    async fn bulk_update_operation_preferences(
         &self,
         user: UserId,
         patches: Vec<PreferencePatch>,
@@ -100,7 +100,11 @@ impl PreferencesRepository for InMemoryPreferencesRepository {
             .collect())
     }
 
-    async fn delete(&self, user: UserId, operation: &OperationId) -> Result<bool> {
+    async fn delete_operation_preference(
+        &self,
+        user: UserId,
+        operation: &OperationId,
+    ) -> Result<bool> {
         Ok(self
             .state()
             .operations

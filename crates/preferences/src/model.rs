@@ -1,4 +1,4 @@
-use opsdeck_core::{ModelRef, OperationId, UserId};
+use opsdeck_core::{ModelRef, OperationId, Snippet, UserId};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -101,10 +101,8 @@ impl PreferencePatch {
 
     pub(crate) fn validate(&self) -> Result<()> {
         if let Some(settings) = &self.settings {
-            validate_settings(settings).map_err(|reason| Error::Validation {
-                item: None,
-                operation: Some(self.operation_id.to_string()),
-                reason,
+            validate_settings(settings).map_err(|reason| {
+                Error::of_operation("settings", self.operation_id.as_str(), reason)
             })?;
         }
         Ok(())
@@ -176,6 +174,15 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D:
     Option::<String>::deserialize(d).map(Some)
 }
 
+impl TryFrom<PreferenceUpdate> for PreferencePatch {
+    type Error = Error;
+
+    /// Parses raw input; see [`PreferenceUpdate::parse`].
+    fn try_from(update: PreferenceUpdate) -> Result<Self> {
+        update.parse()
+    }
+}
+
 impl PreferenceUpdate {
     /// An update of `operation_id` that changes nothing yet.
     pub fn new(operation_id: impl Into<String>) -> Self {
@@ -212,23 +219,26 @@ impl PreferenceUpdate {
     /// Parses into a typed patch.
     pub fn parse(self) -> Result<PreferencePatch> {
         let raw_op = self.operation_id;
-        let operation_id = OperationId::parse(&raw_op).map_err(|e| Error::parse(&raw_op, e))?;
+        let operation_id = OperationId::parse(&raw_op)
+            .map_err(|e| Error::of_operation("operation_id", &raw_op, e))?;
         let preferred_model = match self.preferred_model {
             None => None,
             Some(None) => Some(None),
-            Some(Some(text)) => Some(Some(
-                ModelRef::parse(&text).map_err(|e| Error::parse(&raw_op, e))?,
-            )),
+            Some(Some(text)) => {
+                Some(Some(ModelRef::parse(&text).map_err(|e| {
+                    Error::of_operation("preferred_model", &raw_op, e)
+                })?))
+            }
         };
         let settings = match self.settings {
             None => None,
             Some(Value::Object(map)) => Some(map),
             Some(other) => {
-                return Err(Error::Validation {
-                    item: None,
-                    operation: Some(raw_op),
-                    reason: format!("settings must be a JSON object, got {}", json_kind(&other)),
-                });
+                return Err(Error::of_operation(
+                    "settings",
+                    &raw_op,
+                    format!("settings must be a JSON object, got {}", json_kind(&other)),
+                ));
             }
         };
         let patch = PreferencePatch {
@@ -310,10 +320,13 @@ impl std::str::FromStr for Theme {
             "light" => Ok(Theme::Light),
             "dark" => Ok(Theme::Dark),
             "system" => Ok(Theme::System),
-            other => Err(Error::invalid(format!(
-                "theme must be light, dark or system, got {:?}",
-                other.chars().take(40).collect::<String>()
-            ))),
+            other => Err(Error::invalid(
+                "theme",
+                format!(
+                    "theme must be light, dark or system, got {:?}",
+                    Snippet::new(other).as_str()
+                ),
+            )),
         }
     }
 }
@@ -363,7 +376,7 @@ impl UserPreferencesPatch {
 
     pub(crate) fn validate(&self) -> Result<()> {
         if let Some(settings) = &self.settings {
-            validate_settings(settings).map_err(Error::invalid)?;
+            validate_settings(settings).map_err(|reason| Error::invalid("settings", reason))?;
         }
         Ok(())
     }
@@ -426,7 +439,8 @@ mod tests {
             .parse()
             .unwrap_err();
         assert!(
-            matches!(&err, Error::Validation { operation: Some(op), .. } if op == "summarize"),
+            matches!(&err, Error::Validation(v)
+                if v.field == "preferred_model" && v.reason.starts_with("operation \"summarize\":")),
             "{err:?}"
         );
         let err = PreferenceUpdate::new("x")

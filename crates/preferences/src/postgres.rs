@@ -1,7 +1,7 @@
 use async_trait::async_trait;
+use opsdeck_core::db::constraint_violation;
 use opsdeck_core::{ModelRef, OperationId, UserId};
 use sqlx::PgPool;
-use sqlx::types::Uuid;
 use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
@@ -36,8 +36,8 @@ impl PgPreferencesRepository {
             "SELECT version FROM opsdeck.user_operation_preferences
              WHERE user_id = $1 AND operation_id = $2",
         )
-        .bind(user.as_uuid())
-        .bind(operation.as_str())
+        .bind(user)
+        .bind(operation)
         .fetch_optional(&self.pool)
         .await
         .map_err(map_db_error)
@@ -45,7 +45,7 @@ impl PgPreferencesRepository {
 
     async fn current_user_version(&self, user: UserId) -> Result<Option<i64>> {
         sqlx::query_scalar("SELECT version FROM opsdeck.user_preferences WHERE user_id = $1")
-            .bind(user.as_uuid())
+            .bind(user)
             .fetch_optional(&self.pool)
             .await
             .map_err(map_db_error)
@@ -108,14 +108,14 @@ const UPDATE_USER_IF_VERSION: &str = "
 #[async_trait]
 impl PreferencesRepository for PgPreferencesRepository {
     #[tracing::instrument(name = "preferences.pg.get", skip(self), fields(%user, %operation))]
-    async fn get(
+    async fn get_operation_preference(
         &self,
         user: UserId,
         operation: &OperationId,
     ) -> Result<Option<OperationPreference>> {
         sqlx::query_as::<_, OperationRow>(GET_ONE)
-            .bind(user.as_uuid())
-            .bind(operation.as_str())
+            .bind(user)
+            .bind(operation)
             .fetch_optional(&self.pool)
             .await
             .map_err(map_db_error)?
@@ -124,14 +124,14 @@ impl PreferencesRepository for PgPreferencesRepository {
     }
 
     #[tracing::instrument(name = "preferences.pg.list", skip(self), fields(%user, rows))]
-    async fn list(&self, user: UserId) -> Result<Vec<OperationPreference>> {
+    async fn list_operation_preferences(&self, user: UserId) -> Result<Vec<OperationPreference>> {
         let rows = sqlx::query_as::<_, OperationRow>(
             "SELECT user_id, operation_id, enabled, preferred_model, settings, version, created_at, updated_at
              FROM opsdeck.user_operation_preferences
              WHERE user_id = $1
              ORDER BY operation_id",
         )
-        .bind(user.as_uuid())
+        .bind(user)
         .fetch_all(&self.pool)
         .await
         .map_err(map_db_error)?;
@@ -144,7 +144,7 @@ impl PreferencesRepository for PgPreferencesRepository {
         skip(self, patch),
         fields(%user, operation = %patch.operation_id, ?expected_version)
     )]
-    async fn upsert(
+    async fn update_operation_preference(
         &self,
         user: UserId,
         patch: PreferencePatch,
@@ -158,8 +158,8 @@ impl PreferencesRepository for PgPreferencesRepository {
         };
         let columns = PatchColumns::from(&patch);
         let query = sqlx::query_as::<_, OperationRow>(sql)
-            .bind(user.as_uuid())
-            .bind(patch.operation_id.as_str())
+            .bind(user)
+            .bind(&patch.operation_id)
             .bind(columns.enabled)
             .bind(columns.model_given)
             .bind(columns.preferred_model)
@@ -186,7 +186,7 @@ impl PreferencesRepository for PgPreferencesRepository {
         skip(self, patches),
         fields(%user, items = patches.len(), rows)
     )]
-    async fn bulk_upsert(
+    async fn bulk_update_operation_preferences(
         &self,
         user: UserId,
         patches: Vec<PreferencePatch>,
@@ -212,7 +212,7 @@ impl PreferencesRepository for PgPreferencesRepository {
             settings.push(columns.settings);
         }
         let rows = sqlx::query_as::<_, OperationRow>(BULK_UPSERT)
-            .bind(user.as_uuid())
+            .bind(user)
             .bind(ops)
             .bind(enabled)
             .bind(model_given)
@@ -226,12 +226,16 @@ impl PreferencesRepository for PgPreferencesRepository {
     }
 
     #[tracing::instrument(name = "preferences.pg.delete", skip(self), fields(%user, %operation))]
-    async fn delete(&self, user: UserId, operation: &OperationId) -> Result<bool> {
+    async fn delete_operation_preference(
+        &self,
+        user: UserId,
+        operation: &OperationId,
+    ) -> Result<bool> {
         let result = sqlx::query(
             "DELETE FROM opsdeck.user_operation_preferences WHERE user_id = $1 AND operation_id = $2",
         )
-        .bind(user.as_uuid())
-        .bind(operation.as_str())
+        .bind(user)
+        .bind(operation)
         .execute(&self.pool)
         .await
         .map_err(map_db_error)?;
@@ -244,7 +248,7 @@ impl PreferencesRepository for PgPreferencesRepository {
             "SELECT user_id, theme, settings, version, created_at, updated_at
              FROM opsdeck.user_preferences WHERE user_id = $1",
         )
-        .bind(user.as_uuid())
+        .bind(user)
         .fetch_optional(&self.pool)
         .await
         .map_err(map_db_error)?
@@ -268,12 +272,12 @@ impl PreferencesRepository for PgPreferencesRepository {
         let settings = patch.settings.as_ref().map(settings_text);
         let query = match expected_version {
             None | Some(0) => sqlx::query_as::<_, UserRow>(UPSERT_USER)
-                .bind(user.as_uuid())
+                .bind(user)
                 .bind(theme)
                 .bind(settings)
                 .bind(expected_version.is_none()),
             Some(v) => sqlx::query_as::<_, UserRow>(UPDATE_USER_IF_VERSION)
-                .bind(user.as_uuid())
+                .bind(user)
                 .bind(theme)
                 .bind(settings)
                 .bind(v),
@@ -326,7 +330,7 @@ fn settings_text(settings: &Settings) -> String {
 
 #[derive(sqlx::FromRow)]
 struct OperationRow {
-    user_id: Uuid,
+    user_id: UserId,
     operation_id: String,
     enabled: bool,
     preferred_model: Option<String>,
@@ -340,7 +344,7 @@ impl OperationRow {
     fn into_domain(self) -> Result<OperationPreference> {
         let corrupt = |what: String| Error::Corrupt(format!("user {}: {what}", self.user_id));
         Ok(OperationPreference {
-            user_id: UserId::from(self.user_id),
+            user_id: self.user_id,
             operation_id: OperationId::parse(&self.operation_id)
                 .map_err(|e| corrupt(e.to_string()))?,
             enabled: self.enabled,
@@ -360,7 +364,7 @@ impl OperationRow {
 
 #[derive(sqlx::FromRow)]
 struct UserRow {
-    user_id: Uuid,
+    user_id: UserId,
     theme: String,
     settings: serde_json::Value,
     version: i64,
@@ -372,7 +376,7 @@ impl UserRow {
     fn into_domain(self) -> Result<UserPreferences> {
         let corrupt = |what: String| Error::Corrupt(format!("user {}: {what}", self.user_id));
         Ok(UserPreferences {
-            user_id: UserId::from(self.user_id),
+            user_id: self.user_id,
             theme: self
                 .theme
                 .parse::<Theme>()
@@ -392,18 +396,28 @@ fn into_settings(value: serde_json::Value) -> std::result::Result<Settings, Stri
     }
 }
 
-/// Maps constraint violations to domain errors; everything else is a
-/// database error. The Rust types already enforce what the CHECK
-/// constraints do, so a violation means input bypassed them.
+/// The CHECK constraints of the preferences tables and the field each guards.
+/// The Rust types already enforce them, so a violation means input bypassed
+/// the types; anything else is a database error.
+const CONSTRAINTS: &[(&str, &str)] = &[
+    (
+        "user_operation_preferences_operation_id_check",
+        "operation_id",
+    ),
+    (
+        "user_operation_preferences_preferred_model_check",
+        "preferred_model",
+    ),
+    ("user_operation_preferences_settings_check", "settings"),
+    ("user_operation_preferences_version_check", "version"),
+    ("user_preferences_theme_check", "theme"),
+    ("user_preferences_settings_check", "settings"),
+    ("user_preferences_version_check", "version"),
+];
+
 fn map_db_error(error: sqlx::Error) -> Error {
-    if let Some(db) = error
-        .as_database_error()
-        .filter(|db| db.is_check_violation())
-    {
-        return Error::invalid(format!(
-            "refused by the database ({})",
-            db.constraint().unwrap_or("check constraint")
-        ));
+    match constraint_violation(&error, CONSTRAINTS) {
+        Some(refusal) => Error::Validation(refusal),
+        None => Error::Database(error),
     }
-    Error::Database(error)
 }

@@ -1,61 +1,27 @@
 use std::sync::Arc;
-use std::time::Duration;
 
-use opsdeck_cache::{Cache, CacheConfig, CacheKey, CacheStats, CacheValue, Tiers};
+use opsdeck_cache::{CacheStats, Tiers};
 use opsdeck_core::{OperationId, UserId};
 
+use crate::cached::{Cached, PreferencesConfig};
 use crate::error::{Error, Result};
 use crate::{
-    MAX_BATCH, OperationPreference, PreferencePatch, PreferenceUpdate, PreferencesRepository,
-    Theme, UserPreferences, UserPreferencesPatch,
+    MAX_BATCH, OperationPreference, PreferencePatch, PreferencesRepository, Theme, UserPreferences,
+    UserPreferencesPatch,
 };
 
-/// How [`PreferencesService`] caches.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct PreferencesConfig {
-    /// How long a cached read lives (default 15 minutes, as in the seed).
-    pub cache_ttl: Duration,
-    /// Most entries per cache namespace.
-    pub cache_capacity: u64,
-    /// After a single-preference write, re-read the row into the cache so
-    /// the next read (typically the writer's own) is a hit (default on; one
-    /// extra primary-key read per write).
-    pub refresh_after_write: bool,
-}
-
-impl Default for PreferencesConfig {
-    fn default() -> Self {
-        PreferencesConfig {
-            cache_ttl: Duration::from_secs(15 * 60),
-            cache_capacity: 100_000,
-            refresh_after_write: true,
-        }
-    }
-}
-
-impl PreferencesConfig {
-    /// Sets the cache TTL.
-    pub fn with_cache_ttl(mut self, ttl: Duration) -> Self {
-        self.cache_ttl = ttl;
-        self
-    }
-}
-
-/// What applications call: parses raw input, reads through a cache, writes
-/// through the repository and invalidates the cache on every write path.
+/// What applications call: parses raw input at the edge and goes through a
+/// [`Cached`] stack over the repository, so every read is cached and every
+/// write invalidates. Each method has the name of the
+/// [`PreferencesRepository`] method it calls and accepts raw input
+/// ([`crate::PreferenceUpdate`], `&str`) or the typed value.
 ///
-/// Cloning is cheap and clones share the cache.
+/// Cloning is cheap and clones share the cache. There is deliberately no
+/// accessor of the repository underneath: a write through it would skip
+/// the cache invalidation.
 #[derive(Debug, Clone)]
 pub struct PreferencesService {
-    repository: Arc<dyn PreferencesRepository>,
-    /// One entry per (user, operation); `None` caches "no preference".
-    operations: Cache<Option<OperationPreference>>,
-    refresh_after_write: bool,
-    /// One entry per user: the whole list.
-    lists: Cache<Arc<Vec<OperationPreference>>>,
-    /// One entry per user: user-level preferences.
-    users: Cache<Option<UserPreferences>>,
+    stack: Arc<Cached<Arc<dyn PreferencesRepository>>>,
 }
 
 impl PreferencesService {
@@ -80,49 +46,25 @@ impl PreferencesService {
         config: PreferencesConfig,
         tiers: Tiers,
     ) -> Self {
-        fn namespace<V: CacheValue>(
-            name: &'static str,
-            config: &PreferencesConfig,
-            tiers: &Tiers,
-        ) -> Cache<V> {
-            let config =
-                CacheConfig::new(name, config.cache_ttl).with_max_capacity(config.cache_capacity);
-            Cache::with_tiers(config, tiers.clone())
-        }
         PreferencesService {
-            repository,
-            operations: namespace("preferences.operation", &config, &tiers),
-            refresh_after_write: config.refresh_after_write,
-            lists: namespace("preferences.list", &config, &tiers),
-            users: namespace("preferences.user", &config, &tiers),
+            stack: Arc::new(Cached::new(repository, &config, tiers)),
         }
-    }
-
-    /// The repository behind the cache.
-    pub fn repository(&self) -> &Arc<dyn PreferencesRepository> {
-        &self.repository
     }
 
     /// Cache counters summed over the service's namespaces.
     pub fn cache_stats(&self) -> CacheStats {
-        self.operations.stats() + self.lists.stats() + self.users.stats()
+        self.stack.cache_stats()
     }
 
     /// One preference (cached; "none" is cached too).
-    #[tracing::instrument(name = "preferences.get", skip(self), fields(%user, cache = "hit"))]
+    #[tracing::instrument(name = "preferences.get", skip_all, fields(%user, cache = "hit"))]
     pub async fn get_operation_preference(
         &self,
         user: UserId,
-        operation: &str,
+        operation: impl TryInto<OperationId, Error: Into<Error>>,
     ) -> Result<Option<OperationPreference>> {
-        let operation = OperationId::parse(operation).map_err(|e| Error::parse(operation, e))?;
-        let key = CacheKey::new(user, operation.as_str());
-        self.operations
-            .get_or_load(&key, || async {
-                tracing::Span::current().record("cache", "miss");
-                self.repository.get(user, &operation).await
-            })
-            .await
+        let operation = operation.try_into().map_err(Into::into)?;
+        self.stack.get_operation_preference(user, &operation).await
     }
 
     /// All of the user's preferences, ordered by operation id (cached).
@@ -131,56 +73,26 @@ impl PreferencesService {
         &self,
         user: UserId,
     ) -> Result<Vec<OperationPreference>> {
-        let key = CacheKey::new(user, "");
-        let list = self
-            .lists
-            .get_or_load(&key, || async {
-                tracing::Span::current().record("cache", "miss");
-                self.repository.list(user).await.map(Arc::new)
-            })
-            .await?;
-        Ok(list.as_ref().clone())
+        self.stack.list_operation_preferences(user).await
     }
 
-    /// Applies one raw update; `expected_version` guards against lost updates
+    /// Applies one update (raw [`crate::PreferenceUpdate`] or typed
+    /// [`PreferencePatch`]); `expected_version` guards against lost updates
     /// (see [`PreferencesRepository`]'s contract).
     #[tracing::instrument(name = "preferences.update", skip(self, update), fields(%user))]
     pub async fn update_operation_preference(
         &self,
         user: UserId,
-        update: PreferenceUpdate,
+        update: impl TryInto<PreferencePatch, Error: Into<Error>>,
         expected_version: Option<i64>,
     ) -> Result<OperationPreference> {
-        let patch = update.parse()?;
-        self.upsert(user, patch, expected_version).await
+        let patch = update.try_into().map_err(Into::into)?;
+        self.stack
+            .update_operation_preference(user, patch, expected_version)
+            .await
     }
 
-    /// Applies one typed patch.
-    pub async fn upsert(
-        &self,
-        user: UserId,
-        patch: PreferencePatch,
-        expected_version: Option<i64>,
-    ) -> Result<OperationPreference> {
-        let key = CacheKey::new(user, patch.operation_id.as_str());
-        let operation = patch.operation_id.clone();
-        let result = self.repository.upsert(user, patch, expected_version).await;
-        self.operations.invalidate(&key).await;
-        self.lists.invalidate_user(user).await;
-        if result.is_ok() && self.refresh_after_write {
-            let refreshed = self
-                .operations
-                .refresh(&key, || self.repository.get(user, &operation))
-                .await;
-            if let Err(error) = refreshed {
-                // The write succeeded; a failed warm-up only costs a later miss.
-                tracing::warn!(%user, %operation, %error, "could not refresh the cache after a write");
-            }
-        }
-        result
-    }
-
-    /// Applies many raw updates in one statement (the seed's
+    /// Applies many updates in one statement (the seed's
     /// `bulkUpdateOperationPreferences`). All items are parsed first; the
     /// first bad one is reported with its position and nothing is written.
     #[tracing::instrument(
@@ -188,11 +100,14 @@ impl PreferencesService {
         skip(self, updates),
         fields(%user, items = updates.len())
     )]
-    pub async fn bulk_update_operation_preferences(
+    pub async fn bulk_update_operation_preferences<P>(
         &self,
         user: UserId,
-        updates: Vec<PreferenceUpdate>,
-    ) -> Result<Vec<OperationPreference>> {
+        updates: Vec<P>,
+    ) -> Result<Vec<OperationPreference>>
+    where
+        P: TryInto<PreferencePatch, Error: Into<Error>>,
+    {
         if updates.len() > MAX_BATCH {
             return Err(Error::BatchTooLarge {
                 len: updates.len(),
@@ -202,47 +117,34 @@ impl PreferencesService {
         let patches = updates
             .into_iter()
             .enumerate()
-            .map(|(index, update)| update.parse().map_err(|e| e.at_item(index)))
+            .map(|(index, update)| {
+                update
+                    .try_into()
+                    .map_err(|e| Into::<Error>::into(e).at_item(index))
+            })
             .collect::<Result<Vec<_>>>()?;
-        self.bulk_upsert(user, patches).await
-    }
-
-    /// Applies many typed patches in one statement.
-    pub async fn bulk_upsert(
-        &self,
-        user: UserId,
-        patches: Vec<PreferencePatch>,
-    ) -> Result<Vec<OperationPreference>> {
-        if patches.is_empty() {
-            return Ok(Vec::new());
-        }
-        let result = self.repository.bulk_upsert(user, patches).await;
-        // Invalidate even on error: a database error can hide a commit.
-        self.invalidate_user(user).await;
-        result
+        self.stack
+            .bulk_update_operation_preferences(user, patches)
+            .await
     }
 
     /// Removes one preference; `Ok(false)` if there was none.
-    #[tracing::instrument(name = "preferences.delete", skip(self), fields(%user))]
-    pub async fn delete_operation_preference(&self, user: UserId, operation: &str) -> Result<bool> {
-        let operation = OperationId::parse(operation).map_err(|e| Error::parse(operation, e))?;
-        let result = self.repository.delete(user, &operation).await;
-        self.operations
-            .invalidate(&CacheKey::new(user, operation.as_str()))
-            .await;
-        self.lists.invalidate_user(user).await;
-        result
+    #[tracing::instrument(name = "preferences.delete", skip_all, fields(%user))]
+    pub async fn delete_operation_preference(
+        &self,
+        user: UserId,
+        operation: impl TryInto<OperationId, Error: Into<Error>>,
+    ) -> Result<bool> {
+        let operation = operation.try_into().map_err(Into::into)?;
+        self.stack
+            .delete_operation_preference(user, &operation)
+            .await
     }
 
     /// User-level preferences (cached), if ever set.
     #[tracing::instrument(name = "preferences.get_user", skip(self), fields(%user, cache = "hit"))]
     pub async fn get_user_preferences(&self, user: UserId) -> Result<Option<UserPreferences>> {
-        self.users
-            .get_or_load(&CacheKey::new(user, ""), || async {
-                tracing::Span::current().record("cache", "miss");
-                self.repository.get_user_preferences(user).await
-            })
-            .await
+        self.stack.get_user_preferences(user).await
     }
 
     /// Patches user-level preferences, optionally guarded by `expected_version`.
@@ -253,12 +155,9 @@ impl PreferencesService {
         patch: UserPreferencesPatch,
         expected_version: Option<i64>,
     ) -> Result<UserPreferences> {
-        let result = self
-            .repository
+        self.stack
             .set_user_preferences(user, patch, expected_version)
-            .await;
-        self.users.invalidate(&CacheKey::new(user, "")).await;
-        result
+            .await
     }
 
     /// Sets the theme (no version check).
@@ -269,8 +168,6 @@ impl PreferencesService {
 
     /// Drops everything cached for `user` (e.g. after an out-of-band change).
     pub async fn invalidate_user(&self, user: UserId) {
-        self.operations.invalidate_user(user).await;
-        self.lists.invalidate_user(user).await;
-        self.users.invalidate_user(user).await;
+        self.stack.invalidate_user(user).await;
     }
 }

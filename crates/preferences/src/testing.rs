@@ -45,8 +45,18 @@ pub async fn run_all(repo: &dyn PreferencesRepository) {
 /// Reads of absent rows are `None`/empty, not errors.
 pub async fn missing_rows_read_as_none(repo: &dyn PreferencesRepository) {
     let user = UserId::random();
-    assert_eq!(repo.get(user, &op("summarize")).await.unwrap(), None);
-    assert!(repo.list(user).await.unwrap().is_empty());
+    assert_eq!(
+        repo.get_operation_preference(user, &op("summarize"))
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        repo.list_operation_preferences(user)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(repo.get_user_preferences(user).await.unwrap(), None);
 }
 
@@ -54,7 +64,7 @@ pub async fn missing_rows_read_as_none(repo: &dyn PreferencesRepository) {
 pub async fn upsert_creates_with_defaults_then_patches(repo: &dyn PreferencesRepository) {
     let user = UserId::random();
     let created = repo
-        .upsert(user, PreferencePatch::new(op("summarize")), None)
+        .update_operation_preference(user, PreferencePatch::new(op("summarize")), None)
         .await
         .unwrap();
     assert!(created.enabled, "enabled defaults to true");
@@ -65,7 +75,7 @@ pub async fn upsert_creates_with_defaults_then_patches(repo: &dyn PreferencesRep
 
     let model = "anthropic/claude-sonnet-4".parse().unwrap();
     let patched = repo
-        .upsert(
+        .update_operation_preference(
             user,
             PreferencePatch::new(op("summarize")).preferred_model(Some(model)),
             None,
@@ -82,7 +92,7 @@ pub async fn upsert_creates_with_defaults_then_patches(repo: &dyn PreferencesRep
     assert!(patched.updated_at >= created.updated_at);
 
     let cleared = repo
-        .upsert(
+        .update_operation_preference(
             user,
             PreferencePatch::new(op("summarize")).preferred_model(None),
             None,
@@ -91,7 +101,9 @@ pub async fn upsert_creates_with_defaults_then_patches(repo: &dyn PreferencesRep
         .unwrap();
     assert_eq!(cleared.preferred_model, None, "Some(None) clears the model");
     assert_eq!(
-        repo.get(user, &op("summarize")).await.unwrap(),
+        repo.get_operation_preference(user, &op("summarize"))
+            .await
+            .unwrap(),
         Some(cleared)
     );
 }
@@ -100,7 +112,7 @@ pub async fn upsert_creates_with_defaults_then_patches(repo: &dyn PreferencesRep
 pub async fn bulk_upsert_creates_and_returns_sorted_rows(repo: &dyn PreferencesRepository) {
     let user = UserId::random();
     let saved = repo
-        .bulk_upsert(
+        .bulk_update_operation_preferences(
             user,
             vec![
                 PreferencePatch::new(op("translate")).enabled(false),
@@ -116,14 +128,14 @@ pub async fn bulk_upsert_creates_and_returns_sorted_rows(repo: &dyn PreferencesR
     assert!(!saved[2].enabled);
     assert_eq!(saved[0].settings.get("labels"), Some(&json!(3)));
     assert!(saved.iter().all(|p| p.version == 1 && p.user_id == user));
-    assert_eq!(repo.list(user).await.unwrap(), saved);
+    assert_eq!(repo.list_operation_preferences(user).await.unwrap(), saved);
 }
 
 /// Patch semantics: fields a patch leaves out keep their values.
 pub async fn bulk_upsert_changes_only_given_fields(repo: &dyn PreferencesRepository) {
     let user = UserId::random();
     let model = "anthropic/claude-sonnet-4".parse().unwrap();
-    repo.bulk_upsert(
+    repo.bulk_update_operation_preferences(
         user,
         vec![
             PreferencePatch::new(op("a"))
@@ -136,7 +148,7 @@ pub async fn bulk_upsert_changes_only_given_fields(repo: &dyn PreferencesReposit
     .await
     .unwrap();
     let saved = repo
-        .bulk_upsert(
+        .bulk_update_operation_preferences(
             user,
             vec![
                 PreferencePatch::new(op("a")).enabled(true),
@@ -162,7 +174,7 @@ pub async fn bulk_upsert_changes_only_given_fields(repo: &dyn PreferencesReposit
 pub async fn bulk_upsert_merges_repeated_operations(repo: &dyn PreferencesRepository) {
     let user = UserId::random();
     let saved = repo
-        .bulk_upsert(
+        .bulk_update_operation_preferences(
             user,
             vec![
                 PreferencePatch::new(op("a"))
@@ -190,23 +202,32 @@ pub async fn bulk_upsert_refuses_oversized_batch(repo: &dyn PreferencesRepositor
     let batch: Vec<_> = (0..=MAX_BATCH)
         .map(|i| PreferencePatch::new(op(&format!("op{i}"))))
         .collect();
-    let err = repo.bulk_upsert(user, batch).await.unwrap_err();
+    let err = repo
+        .bulk_update_operation_preferences(user, batch)
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, Error::BatchTooLarge { len, max } if len == MAX_BATCH + 1 && max == MAX_BATCH),
         "{err:?}"
     );
-    assert!(repo.list(user).await.unwrap().is_empty(), "nothing written");
+    assert!(
+        repo.list_operation_preferences(user)
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing written"
+    );
 }
 
 /// One invalid item fails the batch, names the item, and nothing is written.
 pub async fn bulk_upsert_with_one_bad_item_writes_nothing(repo: &dyn PreferencesRepository) {
     let user = UserId::random();
-    repo.upsert(user, PreferencePatch::new(op("keep")).enabled(true), None)
+    repo.update_operation_preference(user, PreferencePatch::new(op("keep")).enabled(true), None)
         .await
         .unwrap();
     let huge = "x".repeat(MAX_SETTINGS_BYTES);
     let err = repo
-        .bulk_upsert(
+        .bulk_update_operation_preferences(
             user,
             vec![
                 PreferencePatch::new(op("keep")).enabled(false),
@@ -217,10 +238,11 @@ pub async fn bulk_upsert_with_one_bad_item_writes_nothing(repo: &dyn Preferences
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, Error::Validation { item: Some(2), operation: Some(o), .. } if o == "bad"),
+        matches!(&err, Error::Validation(v)
+            if v.item == Some(2) && v.field == "settings" && v.reason.starts_with("operation \"bad\":")),
         "{err:?}"
     );
-    let rows = repo.list(user).await.unwrap();
+    let rows = repo.list_operation_preferences(user).await.unwrap();
     assert_eq!(rows.len(), 1, "the new row was not written");
     assert!(
         rows[0].enabled && rows[0].version == 1,
@@ -228,31 +250,44 @@ pub async fn bulk_upsert_with_one_bad_item_writes_nothing(repo: &dyn Preferences
     );
 
     let err = repo
-        .bulk_upsert(
+        .bulk_update_operation_preferences(
             user,
             vec![PreferencePatch::new(op("nul")).settings(settings(json!({"k": "a\u{0}"})))],
         )
         .await
         .unwrap_err();
     assert!(
-        matches!(err, Error::Validation { item: Some(0), .. }),
+        matches!(&err, Error::Validation(v) if v.item == Some(0)),
         "{err:?}"
     );
-    assert_eq!(repo.list(user).await.unwrap().len(), 1);
+    assert_eq!(
+        repo.list_operation_preferences(user).await.unwrap().len(),
+        1
+    );
 }
 
 /// An empty batch writes nothing and returns nothing.
 pub async fn bulk_upsert_of_nothing_is_a_no_op(repo: &dyn PreferencesRepository) {
     let user = UserId::random();
-    assert!(repo.bulk_upsert(user, Vec::new()).await.unwrap().is_empty());
-    assert!(repo.list(user).await.unwrap().is_empty());
+    assert!(
+        repo.bulk_update_operation_preferences(user, Vec::new())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        repo.list_operation_preferences(user)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// No call for user A reads or changes user B's rows.
 pub async fn users_are_isolated(repo: &dyn PreferencesRepository) {
     let (a, b) = (UserId::random(), UserId::random());
     let before = repo
-        .bulk_upsert(
+        .bulk_update_operation_preferences(
             b,
             vec![
                 PreferencePatch::new(op("shared")).enabled(true),
@@ -261,7 +296,7 @@ pub async fn users_are_isolated(repo: &dyn PreferencesRepository) {
         )
         .await
         .unwrap();
-    repo.bulk_upsert(
+    repo.bulk_update_operation_preferences(
         a,
         vec![
             PreferencePatch::new(op("shared")).enabled(false),
@@ -270,19 +305,29 @@ pub async fn users_are_isolated(repo: &dyn PreferencesRepository) {
     )
     .await
     .unwrap();
-    repo.upsert(a, PreferencePatch::new(op("shared")).enabled(false), None)
+    repo.update_operation_preference(a, PreferencePatch::new(op("shared")).enabled(false), None)
         .await
         .unwrap();
     assert_eq!(
-        repo.list(b).await.unwrap(),
+        repo.list_operation_preferences(b).await.unwrap(),
         before,
         "B's rows are untouched"
     );
-    assert_eq!(repo.get(a, &op("only-b")).await.unwrap(), None);
-    assert!(!repo.delete(a, &op("only-b")).await.unwrap());
-    assert_eq!(repo.list(b).await.unwrap().len(), 2);
+    assert_eq!(
+        repo.get_operation_preference(a, &op("only-b"))
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        !repo
+            .delete_operation_preference(a, &op("only-b"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(repo.list_operation_preferences(b).await.unwrap().len(), 2);
     let a_ops: Vec<_> = repo
-        .list(a)
+        .list_operation_preferences(a)
         .await
         .unwrap()
         .into_iter()
@@ -294,19 +339,33 @@ pub async fn users_are_isolated(repo: &dyn PreferencesRepository) {
 /// `delete` says whether it removed something; deleting twice is fine.
 pub async fn delete_reports_whether_a_row_existed(repo: &dyn PreferencesRepository) {
     let user = UserId::random();
-    repo.upsert(user, PreferencePatch::new(op("gone")), None)
+    repo.update_operation_preference(user, PreferencePatch::new(op("gone")), None)
         .await
         .unwrap();
-    assert!(repo.delete(user, &op("gone")).await.unwrap());
-    assert!(!repo.delete(user, &op("gone")).await.unwrap());
-    assert_eq!(repo.get(user, &op("gone")).await.unwrap(), None);
+    assert!(
+        repo.delete_operation_preference(user, &op("gone"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !repo
+            .delete_operation_preference(user, &op("gone"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        repo.get_operation_preference(user, &op("gone"))
+            .await
+            .unwrap(),
+        None
+    );
 }
 
 /// A wrong `expected_version` is a conflict and writes nothing.
 pub async fn expected_version_guards_operation_preferences(repo: &dyn PreferencesRepository) {
     let user = UserId::random();
     let err = repo
-        .upsert(user, PreferencePatch::new(op("a")), Some(3))
+        .update_operation_preference(user, PreferencePatch::new(op("a")), Some(3))
         .await
         .unwrap_err();
     assert!(
@@ -319,15 +378,19 @@ pub async fn expected_version_guards_operation_preferences(repo: &dyn Preference
         ),
         "{err:?}"
     );
-    assert_eq!(repo.get(user, &op("a")).await.unwrap(), None, "not created");
+    assert_eq!(
+        repo.get_operation_preference(user, &op("a")).await.unwrap(),
+        None,
+        "not created"
+    );
 
     let created = repo
-        .upsert(user, PreferencePatch::new(op("a")).enabled(false), Some(0))
+        .update_operation_preference(user, PreferencePatch::new(op("a")).enabled(false), Some(0))
         .await
         .unwrap();
     assert_eq!(created.version, 1);
     let err = repo
-        .upsert(user, PreferencePatch::new(op("a")).enabled(true), Some(0))
+        .update_operation_preference(user, PreferencePatch::new(op("a")).enabled(true), Some(0))
         .await
         .unwrap_err();
     assert!(
@@ -341,7 +404,7 @@ pub async fn expected_version_guards_operation_preferences(repo: &dyn Preference
         "{err:?}"
     );
     let err = repo
-        .upsert(user, PreferencePatch::new(op("a")).enabled(true), Some(7))
+        .update_operation_preference(user, PreferencePatch::new(op("a")).enabled(true), Some(7))
         .await
         .unwrap_err();
     assert!(
@@ -355,12 +418,17 @@ pub async fn expected_version_guards_operation_preferences(repo: &dyn Preference
         "{err:?}"
     );
     assert!(
-        !repo.get(user, &op("a")).await.unwrap().unwrap().enabled,
+        !repo
+            .get_operation_preference(user, &op("a"))
+            .await
+            .unwrap()
+            .unwrap()
+            .enabled,
         "unchanged"
     );
 
     let updated = repo
-        .upsert(user, PreferencePatch::new(op("a")).enabled(true), Some(1))
+        .update_operation_preference(user, PreferencePatch::new(op("a")).enabled(true), Some(1))
         .await
         .unwrap();
     assert!(updated.enabled);
@@ -441,7 +509,7 @@ pub async fn user_preferences_patch_and_version(repo: &dyn PreferencesRepository
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Validation { .. }), "{err:?}");
+    assert!(matches!(err, Error::Validation(_)), "{err:?}");
     assert_eq!(
         repo.get_user_preferences(user)
             .await

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use opsdeck_cache::{
-    Cache, CacheConfig, CacheKey, InvalidationBus, PgNotifyBus, RedisBus, RedisStore, RemoteStore,
-    Tiers,
+    Cache, CacheConfig, CacheKey, InvalidationBus, PgInvalidationBus, RedisInvalidationBus,
+    RedisRemoteStore, RemoteStore, Tiers,
 };
 use opsdeck_core::UserId;
 use sqlx::PgPool;
@@ -75,9 +75,9 @@ async fn redis_pubsub_keeps_two_instances_coherent() {
     let Some(config) = redis_config().await else {
         return;
     };
-    let store: Arc<dyn RemoteStore> = Arc::new(RedisStore::new(&config).unwrap());
+    let store: Arc<dyn RemoteStore> = Arc::new(RedisRemoteStore::new(&config).unwrap());
     let (a, b) = two_instances("coherence", Some(store), || {
-        Arc::new(RedisBus::start(&config).unwrap())
+        Arc::new(RedisInvalidationBus::start(&config).unwrap())
     })
     .await;
     let delay = b_sees_a_write(&a, &b).await;
@@ -92,7 +92,7 @@ async fn redis_pubsub_alone_keeps_l1_only_instances_coherent() {
         return;
     };
     let (a, b) = two_instances("coherence-l1", None, || {
-        Arc::new(RedisBus::start(&config).unwrap())
+        Arc::new(RedisInvalidationBus::start(&config).unwrap())
     })
     .await;
     let delay = b_sees_a_write(&a, &b).await;
@@ -103,7 +103,7 @@ async fn redis_pubsub_alone_keeps_l1_only_instances_coherent() {
 async fn postgres_notify_keeps_two_instances_coherent(pool: PgPool) {
     let channel = format!("opsdeck_cache_test_{}", std::process::id());
     let (a, b) = two_instances("coherence-pg", None, || {
-        Arc::new(PgNotifyBus::start(pool.clone(), channel.clone()))
+        Arc::new(PgInvalidationBus::start(pool.clone(), channel.clone()))
     })
     .await;
     let delay = b_sees_a_write(&a, &b).await;

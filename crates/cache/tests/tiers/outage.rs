@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use opsdeck_cache::{
-    Cache, CacheConfig, CacheKey, InvalidationBus, RedisBus, RedisConfig, RedisStore, RemoteStore,
-    Tiers,
+    Cache, CacheConfig, CacheKey, InvalidationBus, RedisConfig, RedisInvalidationBus,
+    RedisRemoteStore, RemoteStore, Tiers,
 };
 use opsdeck_core::UserId;
 
@@ -21,7 +21,7 @@ async fn a_closed_port_never_fails_reads() {
     let cache = Cache::<Option<u32>>::with_tiers(
         CacheConfig::new("closed", Duration::from_secs(60)),
         Tiers::none()
-            .with_remote(Arc::new(RedisStore::new(&config).unwrap()) as Arc<dyn RemoteStore>),
+            .with_remote(Arc::new(RedisRemoteStore::new(&config).unwrap()) as Arc<dyn RemoteStore>),
     );
     let user = UserId::random();
     for i in 0..20u32 {
@@ -100,8 +100,8 @@ async fn reads_survive_a_redis_restart_and_the_tier_recovers() {
     let mut server = PrivateRedis::start(port);
     let config = RedisConfig::new(format!("redis://127.0.0.1:{}", server.port))
         .with_timeout(Duration::from_millis(100));
-    let store: Arc<dyn RemoteStore> = Arc::new(RedisStore::new(&config).unwrap());
-    let bus = Arc::new(RedisBus::start(&config).unwrap());
+    let store: Arc<dyn RemoteStore> = Arc::new(RedisRemoteStore::new(&config).unwrap());
+    let bus = Arc::new(RedisInvalidationBus::start(&config).unwrap());
     assert!(bus.wait_until_subscribed(Duration::from_secs(5)).await);
     let make = || {
         Cache::<Option<u32>>::with_tiers(

@@ -2,7 +2,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use opsdeck_cache::{
-    Cache, CacheConfig, CacheKey, MemoryStore, RedisStore, RemoteStore, Tiers, testing,
+    Cache, CacheConfig, CacheKey, InMemoryRemoteStore, RedisRemoteStore, RemoteStore, Tiers,
+    testing,
 };
 use opsdeck_core::UserId;
 
@@ -13,12 +14,12 @@ async fn redis_store_passes_the_remote_store_contract() {
     let Some(config) = redis_config().await else {
         return;
     };
-    testing::run_all(&RedisStore::new(&config).unwrap(), "contract").await;
+    testing::run_all(&RedisRemoteStore::new(&config).unwrap(), "contract").await;
 }
 
 #[tokio::test]
 async fn memory_store_passes_the_remote_store_contract() {
-    testing::run_all(&MemoryStore::new(), "contract").await;
+    testing::run_all(&InMemoryRemoteStore::new(), "contract").await;
 }
 
 #[tokio::test]
@@ -26,7 +27,7 @@ async fn values_round_trip_through_redis_and_expire() {
     let Some(config) = redis_config().await else {
         return;
     };
-    let store: Arc<dyn RemoteStore> = Arc::new(RedisStore::new(&config).unwrap());
+    let store: Arc<dyn RemoteStore> = Arc::new(RedisRemoteStore::new(&config).unwrap());
     let make = || {
         Cache::<Option<Vec<String>>>::with_tiers(
             CacheConfig::new("roundtrip", Duration::from_millis(700)),
@@ -45,7 +46,7 @@ async fn values_round_trip_through_redis_and_expire() {
     assert_eq!(reader.get(&key).await, Some(value.clone()));
     assert_eq!(reader.stats().l2_hits, 1);
     // Redis holds the entry under the namespaced partition key.
-    let redis_key = RedisStore::new(&config)
+    let redis_key = RedisRemoteStore::new(&config)
         .unwrap()
         .partition_key("roundtrip", key.user());
     assert!(redis_key.starts_with(&format!("{}:roundtrip:", config.key_prefix)));

@@ -1,5 +1,8 @@
+use opsdeck_cache::Tiers;
 use opsdeck_preferences::testing;
-use opsdeck_preferences::{InMemoryPreferencesRepository, PgPreferencesRepository};
+use opsdeck_preferences::{
+    Cached, InMemoryPreferencesRepository, PgPreferencesRepository, PreferencesConfig,
+};
 use sqlx::PgPool;
 
 #[sqlx::test(migrations = "../../migrations")]
@@ -10,6 +13,29 @@ async fn postgres_passes_the_suite(pool: PgPool) {
 #[tokio::test]
 async fn in_memory_passes_the_suite() {
     testing::run_all(&InMemoryPreferencesRepository::new()).await;
+}
+
+/// The cache is a policy over any backend: it must keep the backend's contract.
+#[sqlx::test(migrations = "../../migrations")]
+async fn cached_postgres_passes_the_suite(pool: PgPool) {
+    let config = PreferencesConfig::default();
+    testing::run_all(&Cached::new(
+        PgPreferencesRepository::new(pool),
+        &config,
+        Tiers::none(),
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn cached_in_memory_passes_the_suite() {
+    let config = PreferencesConfig::default();
+    testing::run_all(&Cached::new(
+        InMemoryPreferencesRepository::new(),
+        &config,
+        Tiers::none(),
+    ))
+    .await;
 }
 
 /// Rows written by another client that break the Rust types' rules are
@@ -61,14 +87,16 @@ async fn concurrent_bulk_writes_of_one_user_serialize(pool: PgPool) {
                 .collect();
             batch.rotate_left(writer * 3 % ops.len());
             for _ in 0..5 {
-                repo.bulk_upsert(user, batch.clone()).await.unwrap();
+                repo.bulk_update_operation_preferences(user, batch.clone())
+                    .await
+                    .unwrap();
             }
         }));
     }
     for task in tasks {
         task.await.unwrap();
     }
-    let rows = repo.list(user).await.unwrap();
+    let rows = repo.list_operation_preferences(user).await.unwrap();
     assert_eq!(rows.len(), 20);
     assert!(
         rows.iter().all(|r| r.version == 8 * 5),

@@ -139,8 +139,12 @@ async fn in_memory_reads_see_every_write() {
 #[tokio::test]
 async fn cache_hits_and_not_found_never_reach_the_repository() {
     let mut mock = MockPreferencesRepository::new();
-    mock.expect_get().times(1).returning(|_, _| Ok(None));
-    mock.expect_list().times(1).returning(|_| Ok(Vec::new()));
+    mock.expect_get_operation_preference()
+        .times(1)
+        .returning(|_, _| Ok(None));
+    mock.expect_list_operation_preferences()
+        .times(1)
+        .returning(|_| Ok(Vec::new()));
     let service = PreferencesService::new(Arc::new(mock));
     let user = UserId::random();
     for _ in 0..5 {
@@ -174,8 +178,12 @@ struct GatedRepository {
 
 #[async_trait]
 impl PreferencesRepository for GatedRepository {
-    async fn get(&self, user: UserId, op: &OperationId) -> Result<Option<OperationPreference>> {
-        let stale = self.inner.get(user, op).await;
+    async fn get_operation_preference(
+        &self,
+        user: UserId,
+        op: &OperationId,
+    ) -> Result<Option<OperationPreference>> {
+        let stale = self.inner.get_operation_preference(user, op).await;
         // Take the gate in its own statement: holding the lock while parked
         // would block the writer's own read-back.
         let gate = self.gate.lock().await.take();
@@ -185,26 +193,30 @@ impl PreferencesRepository for GatedRepository {
         }
         stale
     }
-    async fn list(&self, user: UserId) -> Result<Vec<OperationPreference>> {
-        self.inner.list(user).await
+    async fn list_operation_preferences(&self, user: UserId) -> Result<Vec<OperationPreference>> {
+        self.inner.list_operation_preferences(user).await
     }
-    async fn upsert(
+    async fn update_operation_preference(
         &self,
         user: UserId,
         patch: PreferencePatch,
         expected: Option<i64>,
     ) -> Result<OperationPreference> {
-        self.inner.upsert(user, patch, expected).await
+        self.inner
+            .update_operation_preference(user, patch, expected)
+            .await
     }
-    async fn bulk_upsert(
+    async fn bulk_update_operation_preferences(
         &self,
         user: UserId,
         patches: Vec<PreferencePatch>,
     ) -> Result<Vec<OperationPreference>> {
-        self.inner.bulk_upsert(user, patches).await
+        self.inner
+            .bulk_update_operation_preferences(user, patches)
+            .await
     }
-    async fn delete(&self, user: UserId, op: &OperationId) -> Result<bool> {
-        self.inner.delete(user, op).await
+    async fn delete_operation_preference(&self, user: UserId, op: &OperationId) -> Result<bool> {
+        self.inner.delete_operation_preference(user, op).await
     }
     async fn get_user_preferences(&self, user: UserId) -> Result<Option<UserPreferences>> {
         self.inner.get_user_preferences(user).await
@@ -311,12 +323,12 @@ async fn bad_input_is_a_typed_error_and_writes_nothing() {
             .await
             .unwrap_err();
         match &err {
-            Error::Validation {
-                item: Some(i),
-                operation: Some(op),
-                ..
-            } => {
-                assert_eq!((*i, op.as_str()), (bad_index, bad_op), "{err}");
+            Error::Validation(v) => {
+                assert_eq!(v.item, Some(bad_index), "{err}");
+                assert!(
+                    v.reason.starts_with(&format!("operation {bad_op:?}:")),
+                    "{err}"
+                );
             }
             other => panic!("expected a validation error, got {other:?}"),
         }
@@ -335,7 +347,7 @@ async fn bad_input_is_a_typed_error_and_writes_nothing() {
     ));
     assert!(matches!(
         service.get_operation_preference(user, "NOPE").await,
-        Err(Error::Validation { .. })
+        Err(Error::Validation(_))
     ));
     assert!(matches!(
         service
@@ -347,7 +359,10 @@ async fn bad_input_is_a_typed_error_and_writes_nothing() {
         })
     ));
     assert!(
-        repo.list(user).await.unwrap().is_empty(),
+        repo.list_operation_preferences(user)
+            .await
+            .unwrap()
+            .is_empty(),
         "nothing was written"
     );
 }

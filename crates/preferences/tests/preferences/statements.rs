@@ -24,15 +24,18 @@ async fn bulk_upsert_is_one_statement_for_any_n(pool: PgPool) {
     let user = UserId::random();
 
     // Prove the counter counts: a known two-statement sequence reads as two.
-    repo.list(user).await.unwrap();
-    repo.list(user).await.unwrap();
+    repo.list_operation_preferences(user).await.unwrap();
+    repo.list_operation_preferences(user).await.unwrap();
     assert_eq!(counter.reset(), 2, "the counter must see sqlx's statements");
 
     for n in [1, 10, 100, 1000] {
         // First round inserts n rows, second updates them: both paths of the statement.
         for round in 0..2 {
             counter.reset();
-            let saved = repo.bulk_upsert(user, batch(n, round)).await.unwrap();
+            let saved = repo
+                .bulk_update_operation_preferences(user, batch(n, round))
+                .await
+                .unwrap();
             assert_eq!(saved.len(), n);
             assert_eq!(
                 counter.count(),
@@ -41,7 +44,7 @@ async fn bulk_upsert_is_one_statement_for_any_n(pool: PgPool) {
             );
         }
     }
-    let rows = repo.list(user).await.unwrap();
+    let rows = repo.list_operation_preferences(user).await.unwrap();
     assert_eq!(rows.len(), 1000);
     assert!(
         rows.iter()
@@ -55,7 +58,16 @@ async fn refused_batches_send_no_statement(pool: PgPool) {
     let counter = StatementCounter::for_current_thread();
     let repo = PgPreferencesRepository::new(pool);
     let user = UserId::random();
-    assert!(repo.bulk_upsert(user, batch(1001, 0)).await.is_err());
-    assert!(repo.bulk_upsert(user, Vec::new()).await.unwrap().is_empty());
+    assert!(
+        repo.bulk_update_operation_preferences(user, batch(1001, 0))
+            .await
+            .is_err()
+    );
+    assert!(
+        repo.bulk_update_operation_preferences(user, Vec::new())
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(counter.count(), 0);
 }
