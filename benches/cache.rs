@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use opsdeck::cache::{RedisConfig, RedisStore, RemoteStore, Tiers};
+use opsdeck::cache::{RedisConfig, RedisRemoteStore, RemoteStore, Tiers};
 use opsdeck::preferences::{
     InMemoryPreferencesRepository, PgPreferencesRepository, PreferencesRepository,
 };
@@ -88,7 +88,7 @@ async fn redis_store() -> Option<Arc<dyn RemoteStore>> {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let config = RedisConfig::new(url.clone())
         .with_key_prefix(format!("opsdeck-bench-{}", std::process::id()));
-    let store = RedisStore::new(&config).ok()?;
+    let store = RedisRemoteStore::new(&config).ok()?;
     let probe = CacheKey::new(UserId::random(), "probe");
     match store.get("probe", &probe).await {
         Ok(_) => Some(Arc::new(store)),
@@ -206,7 +206,7 @@ fn tier_latencies(c: &mut Criterion) {
         let user = UserId::random();
         let op = "summarize".parse().unwrap();
         rt.block_on(async {
-            repo.bulk_upsert(
+            repo.bulk_update_operation_preferences(
                 user,
                 vec![opsdeck::PreferencePatch::new("summarize".parse().unwrap())],
             )
@@ -215,13 +215,13 @@ fn tier_latencies(c: &mut Criterion) {
         });
         group.bench_function("uncached_load_postgres", |b| {
             b.to_async(&rt)
-                .iter(|| async { repo.get(user, &op).await.unwrap() })
+                .iter(|| async { repo.get_operation_preference(user, &op).await.unwrap() })
         });
         let load_median = rt.block_on(async {
             let mut samples = Vec::with_capacity(2_000);
             for _ in 0..2_000 {
                 let t = Instant::now();
-                repo.get(user, &op).await.unwrap();
+                repo.get_operation_preference(user, &op).await.unwrap();
                 samples.push(t.elapsed());
             }
             median_of(samples)

@@ -49,7 +49,9 @@ fn batch(n: usize, round: u64) -> Vec<PreferencePatch> {
 
 async fn naive_loop(repo: &PgPreferencesRepository, user: UserId, patches: Vec<PreferencePatch>) {
     for patch in patches {
-        repo.upsert(user, patch, None).await.unwrap();
+        repo.update_operation_preference(user, patch, None)
+            .await
+            .unwrap();
     }
 }
 
@@ -77,7 +79,9 @@ fn bulk_vs_loop(c: &mut Criterion) {
                 naive.push(started.elapsed());
                 for _ in 0..3 {
                     let started = Instant::now();
-                    repo.bulk_upsert(user, batch(n, round)).await.unwrap();
+                    repo.bulk_update_operation_preferences(user, batch(n, round))
+                        .await
+                        .unwrap();
                     bulk.push(started.elapsed());
                 }
             }
@@ -100,7 +104,11 @@ fn bulk_vs_loop(c: &mut Criterion) {
                 round += 1;
                 let patches = batch(n, round);
                 let repo = &repo;
-                async move { repo.bulk_upsert(user, patches).await.unwrap() }
+                async move {
+                    repo.bulk_update_operation_preferences(user, patches)
+                        .await
+                        .unwrap()
+                }
             })
         });
         if n <= 100 {
@@ -152,7 +160,7 @@ fn cached_vs_uncached_get(c: &mut Criterion) {
     let op = "summarize".parse().unwrap();
     group.bench_function("uncached_in_memory_repository_get", |b| {
         b.to_async(&rt)
-            .iter(|| async { memory.get(user, &op).await.unwrap() })
+            .iter(|| async { memory.get_operation_preference(user, &op).await.unwrap() })
     });
 
     if let Some(pool) = rt.block_on(scratch_pool()) {
@@ -166,7 +174,7 @@ fn cached_vs_uncached_get(c: &mut Criterion) {
         });
         group.bench_function("uncached_postgres_repository_get", |b| {
             b.to_async(&rt)
-                .iter(|| async { pg.get(user, &op).await.unwrap() })
+                .iter(|| async { pg.get_operation_preference(user, &op).await.unwrap() })
         });
         group.bench_function("cached_service_get_over_postgres", |b| {
             b.to_async(&rt).iter(|| async {

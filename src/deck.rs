@@ -4,18 +4,21 @@ use std::time::Duration;
 use opsdeck_analytics::{
     AnalyticsConfig, AnalyticsService, InMemoryAnalyticsRepository, PgAnalyticsRepository,
 };
-use opsdeck_cache::{InvalidationBus, PgNotifyBus, Tiers};
+use opsdeck_cache::{InvalidationBus, PgInvalidationBus, Tiers};
 use opsdeck_cron_registry::{
-    CronRunner, CronService, InMemoryJobRegistry, PgJobRegistry, PgRegistryOptions,
+    CronRegistry, CronRunner, CronService, InMemoryCronRegistry, PgCronRegistry,
+    PgCronRegistryOptions,
 };
 use opsdeck_preferences::{
     InMemoryPreferencesRepository, PgPreferencesRepository, PreferencesConfig, PreferencesService,
 };
 use opsdeck_webhook_verify::{
-    EventRepository, InMemoryEventRepository, PgEventRepository, Receiver,
+    Endpoint, EventRepository, InMemoryEventRepository, PgEventRepository, Receiver,
 };
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
+
+use opsdeck_core::SecretUrl;
 
 use crate::{Error, MIGRATOR};
 
@@ -54,7 +57,7 @@ pub struct OpsDeck {
     analytics: AnalyticsService,
     cron: CronService,
     runner_source: Option<RunnerSource>,
-    webhook_events: Arc<dyn EventRepository>,
+    webhooks: Arc<Receiver>,
     invalidation_bus: Option<Arc<dyn InvalidationBus>>,
 }
 
@@ -62,8 +65,8 @@ pub struct OpsDeck {
 /// shared: each `spawn` consumes one).
 #[derive(Debug, Clone)]
 enum RunnerSource {
-    Postgres(PgJobRegistry),
-    Memory(Arc<InMemoryJobRegistry>),
+    Postgres(PgCronRegistry),
+    Memory(Arc<InMemoryCronRegistry>),
 }
 
 impl OpsDeck {
@@ -74,62 +77,82 @@ impl OpsDeck {
     }
 
     /// Everything in process memory: for examples, tests and embedded use.
+    /// The same as `OpsDeck::builder().build()` without a database URL.
     pub fn in_memory() -> Self {
-        Self::in_memory_with(PreferencesConfig::default(), AnalyticsConfig::default())
+        let jobs = Arc::new(InMemoryCronRegistry::new());
+        let cron = CronService::new(jobs.clone());
+        Self::in_memory_with(OpsDeckBuilder::default(), cron, jobs)
     }
 
-    fn in_memory_with(preferences: PreferencesConfig, analytics: AnalyticsConfig) -> Self {
-        let jobs = Arc::new(InMemoryJobRegistry::new());
+    fn in_memory_with(
+        config: OpsDeckBuilder,
+        cron: CronService,
+        jobs: Arc<InMemoryCronRegistry>,
+    ) -> Self {
         OpsDeck {
             pool: None,
             preferences: PreferencesService::with_config(
                 Arc::new(InMemoryPreferencesRepository::new()),
-                preferences,
+                config.preferences,
             ),
             analytics: AnalyticsService::with_config(
                 Arc::new(InMemoryAnalyticsRepository::new()),
-                analytics,
+                config.analytics,
             ),
-            cron: CronService::new(jobs.clone()),
+            cron,
             runner_source: Some(RunnerSource::Memory(jobs)),
-            webhook_events: Arc::new(InMemoryEventRepository::new()),
+            webhooks: receiver(
+                Arc::new(InMemoryEventRepository::new()),
+                config.webhook_endpoints,
+            ),
             invalidation_bus: None,
         }
     }
 
-    /// A builder for pool options, Redis, cache TTLs, pg_cron and migration.
+    /// A builder for pool options, Redis, cache TTLs, pg_cron, the cron
+    /// function allow-list, webhook endpoints and migration.
     pub fn builder() -> OpsDeckBuilder {
         OpsDeckBuilder::default()
     }
 
-    /// Wraps an existing pool (the schema must be migrated) with L1 caches
-    /// only and cron jobs fired by the in-process runner; use
-    /// [`OpsDeck::builder`] for cross-instance invalidation and pg_cron.
-    pub fn from_pool(pool: PgPool) -> Self {
-        let registry = PgJobRegistry::with_runner(pool.clone());
-        Self::wire(pool, &OpsDeckBuilder::default(), Tiers::none(), registry)
+    /// Wraps an existing pool with the default configuration: exactly
+    /// `OpsDeck::builder().pool(pool).build()` (PostgreSQL NOTIFY
+    /// invalidation between instances, pg_cron when the database has it,
+    /// otherwise the in-process runner). The schema must be migrated, or
+    /// call [`OpsDeck::migrate`].
+    pub async fn from_pool(pool: PgPool) -> Result<Self, Error> {
+        Self::builder().pool(pool).build().await
     }
 
-    fn wire(pool: PgPool, config: &OpsDeckBuilder, tiers: Tiers, registry: PgJobRegistry) -> Self {
+    fn wire(
+        pool: PgPool,
+        config: OpsDeckBuilder,
+        tiers: Tiers,
+        registry: PgCronRegistry,
+        cron: CronService,
+    ) -> Self {
         let invalidation_bus = tiers.bus.clone();
         let runner_source = registry
             .pg_cron_version()
             .is_none()
-            .then(|| RunnerSource::Postgres(registry.clone()));
+            .then(|| RunnerSource::Postgres(registry));
         OpsDeck {
             preferences: PreferencesService::with_tiers(
                 Arc::new(PgPreferencesRepository::new(pool.clone())),
-                config.preferences.clone(),
+                config.preferences,
                 tiers.clone(),
             ),
             analytics: AnalyticsService::with_tiers(
                 Arc::new(PgAnalyticsRepository::new(pool.clone())),
-                config.analytics.clone(),
+                config.analytics,
                 tiers,
             ),
-            cron: CronService::new(Arc::new(registry)),
+            cron,
             runner_source,
-            webhook_events: Arc::new(PgEventRepository::new(pool.clone())),
+            webhooks: receiver(
+                Arc::new(PgEventRepository::new(pool.clone())),
+                config.webhook_endpoints,
+            ),
             invalidation_bus,
             pool: Some(pool),
         }
@@ -196,22 +219,30 @@ impl OpsDeck {
         })
     }
 
-    /// The `webhook_events` log, for workers and inspection.
-    pub fn webhook_events(&self) -> Arc<dyn EventRepository> {
-        Arc::clone(&self.webhook_events)
-    }
-
-    /// A webhook receiver on this deck's event log; add endpoints with
-    /// [`Receiver::endpoint`].
-    pub fn webhook_receiver(&self) -> Receiver {
-        Receiver::new(self.webhook_events())
+    /// The deck's one webhook receiver, on its `webhook_events` log, with
+    /// the endpoints given to [`OpsDeckBuilder::webhook_endpoint`]. Clones of
+    /// the deck share it (its statistics and its worker wake-up), so mount
+    /// it with `opsdeck::webhooks::axum::router(deck.webhook_receiver().clone())`
+    /// and build workers with [`Receiver::worker`].
+    pub fn webhook_receiver(&self) -> &Arc<Receiver> {
+        &self.webhooks
     }
 }
 
+fn receiver(log: Arc<dyn EventRepository>, endpoints: Vec<Endpoint>) -> Arc<Receiver> {
+    Arc::new(
+        endpoints
+            .into_iter()
+            .fold(Receiver::new(log), Receiver::endpoint),
+    )
+}
+
 /// Configures an [`OpsDeck`]; see [`OpsDeck::builder`].
-#[derive(Debug, Clone)]
+///
+/// Its `Debug` output shows URLs with their passwords replaced by `***`.
+#[derive(Debug)]
 pub struct OpsDeckBuilder {
-    database_url: Option<String>,
+    database_url: Option<SecretUrl>,
     pool: Option<PgPool>,
     max_connections: u32,
     acquire_timeout: Duration,
@@ -221,8 +252,10 @@ pub struct OpsDeckBuilder {
     #[cfg(feature = "redis")]
     redis: Option<opsdeck_cache::RedisConfig>,
     invalidation: InvalidationChannel,
-    cron_database_url: Option<String>,
+    cron_database_url: Option<SecretUrl>,
     require_pg_cron: bool,
+    cron_allowed_functions: Vec<String>,
+    webhook_endpoints: Vec<Endpoint>,
 }
 
 impl Default for OpsDeckBuilder {
@@ -240,6 +273,8 @@ impl Default for OpsDeckBuilder {
             invalidation: InvalidationChannel::Auto,
             cron_database_url: None,
             require_pg_cron: false,
+            cron_allowed_functions: Vec::new(),
+            webhook_endpoints: Vec::new(),
         }
     }
 }
@@ -247,7 +282,7 @@ impl Default for OpsDeckBuilder {
 impl OpsDeckBuilder {
     /// The PostgreSQL URL; without one (or a pool), [`OpsDeckBuilder::build`]
     /// runs in memory.
-    pub fn database_url(mut self, url: impl Into<String>) -> Self {
+    pub fn database_url(mut self, url: impl Into<SecretUrl>) -> Self {
         self.database_url = Some(url.into());
         self
     }
@@ -293,7 +328,7 @@ impl OpsDeckBuilder {
     /// `postgres`). Jobs are then scheduled with `cron.schedule_in_database`
     /// into the application database; without it (or without pg_cron
     /// there) jobs fire through [`OpsDeck::cron_runner`].
-    pub fn cron_database_url(mut self, url: impl Into<String>) -> Self {
+    pub fn cron_database_url(mut self, url: impl Into<SecretUrl>) -> Self {
         self.cron_database_url = Some(url.into());
         self
     }
@@ -308,7 +343,7 @@ impl OpsDeckBuilder {
     /// Adds the Redis tier (L2 + pub/sub invalidation) at `url`, with the
     /// default key prefix `opsdeck` and a 100 ms per-operation timeout.
     #[cfg(feature = "redis")]
-    pub fn redis_url(self, url: impl Into<String>) -> Self {
+    pub fn redis_url(self, url: impl Into<SecretUrl>) -> Self {
         self.redis(opsdeck_cache::RedisConfig::new(url))
     }
 
@@ -316,6 +351,21 @@ impl OpsDeckBuilder {
     #[cfg(feature = "redis")]
     pub fn redis(mut self, config: opsdeck_cache::RedisConfig) -> Self {
         self.redis = Some(config);
+        self
+    }
+
+    /// Allows cron jobs to call the SQL function `name` (as written, e.g.
+    /// `public.refresh_stats`; checked when building). Without any, jobs
+    /// may run operations and refresh recommendations but call no function.
+    pub fn cron_allow_function(mut self, name: impl Into<String>) -> Self {
+        self.cron_allowed_functions.push(name.into());
+        self
+    }
+
+    /// Adds a webhook endpoint to the deck's receiver
+    /// ([`OpsDeck::webhook_receiver`]); call once per endpoint.
+    pub fn webhook_endpoint(mut self, endpoint: Endpoint) -> Self {
+        self.webhook_endpoints.push(endpoint);
         self
     }
 
@@ -331,10 +381,12 @@ impl OpsDeckBuilder {
     /// Redis, invalidation and pg_cron settings are ignored: one process has
     /// one cache and runs its own jobs).
     pub async fn build(self) -> Result<OpsDeck, Error> {
-        let pool = match (self.pool.clone(), self.database_url.as_deref()) {
+        let pool = match (self.pool.clone(), self.database_url.as_ref()) {
             (Some(pool), _) => pool,
             (None, None) => {
-                return Ok(OpsDeck::in_memory_with(self.preferences, self.analytics));
+                let jobs = Arc::new(InMemoryCronRegistry::new());
+                let cron = self.cron_service(jobs.clone())?;
+                return Ok(OpsDeck::in_memory_with(self, cron, jobs));
             }
             (None, Some(url)) => {
                 if self.max_connections == 0 {
@@ -343,32 +395,42 @@ impl OpsDeckBuilder {
                 PgPoolOptions::new()
                     .max_connections(self.max_connections)
                     .acquire_timeout(self.acquire_timeout)
-                    .connect(url)
+                    .connect(url.expose())
                     .await
                     .map_err(Error::Connect)?
             }
         };
         let tiers = self.tiers(&pool)?;
         let registry = self.cron_registry(&pool).await?;
-        let deck = OpsDeck::wire(pool, &self, tiers, registry);
-        if self.migrate {
+        let cron = self.cron_service(Arc::new(registry.clone()))?;
+        let migrate = self.migrate;
+        let deck = OpsDeck::wire(pool, self, tiers, registry, cron);
+        if migrate {
             deck.migrate().await?;
         }
         Ok(deck)
     }
 
-    async fn cron_registry(&self, pool: &PgPool) -> Result<PgJobRegistry, Error> {
-        let mut options = PgRegistryOptions::new().require_pg_cron(self.require_pg_cron);
+    /// The cron service over `registry`, behind the configured allow-list.
+    fn cron_service(&self, registry: Arc<dyn CronRegistry>) -> Result<CronService, Error> {
+        CronService::builder(registry)
+            .allow_functions(&self.cron_allowed_functions)
+            .build()
+            .map_err(Error::Cron)
+    }
+
+    async fn cron_registry(&self, pool: &PgPool) -> Result<PgCronRegistry, Error> {
+        let mut options = PgCronRegistryOptions::new().require_pg_cron(self.require_pg_cron);
         if let Some(url) = &self.cron_database_url {
             let cron_pool = PgPoolOptions::new()
                 .max_connections(2)
                 .acquire_timeout(self.acquire_timeout)
-                .connect(url)
+                .connect(url.expose())
                 .await
                 .map_err(Error::Connect)?;
             options = options.cron_pool(cron_pool);
         }
-        PgJobRegistry::connect(pool.clone(), options)
+        PgCronRegistry::connect(pool.clone(), options)
             .await
             .map_err(Error::Cron)
     }
@@ -380,13 +442,13 @@ impl OpsDeckBuilder {
         #[cfg(feature = "redis")]
         if let Some(config) = &self.redis {
             tiers = tiers.with_remote(Arc::new(
-                opsdeck_cache::RedisStore::new(config).map_err(Error::Cache)?,
+                opsdeck_cache::RedisRemoteStore::new(config).map_err(Error::Cache)?,
             ));
         }
         let postgres_bus = || {
-            Arc::new(PgNotifyBus::start(
+            Arc::new(PgInvalidationBus::start(
                 pool.clone(),
-                PgNotifyBus::DEFAULT_CHANNEL,
+                PgInvalidationBus::DEFAULT_CHANNEL,
             )) as Arc<dyn InvalidationBus>
         };
         let bus = match self.invalidation {
@@ -412,7 +474,7 @@ impl OpsDeckBuilder {
     fn redis_bus(&self) -> Result<Option<Arc<dyn InvalidationBus>>, Error> {
         #[cfg(feature = "redis")]
         if let Some(config) = &self.redis {
-            let bus = opsdeck_cache::RedisBus::start(config).map_err(Error::Cache)?;
+            let bus = opsdeck_cache::RedisInvalidationBus::start(config).map_err(Error::Cache)?;
             return Ok(Some(Arc::new(bus)));
         }
         Ok(None)

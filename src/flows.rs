@@ -37,10 +37,15 @@ impl OpsDeck {
         user: UserId,
         id: RecommendationId,
     ) -> Result<Recommendation, FlowError> {
-        let recommendation = self.analytics().apply_recommendation(user, id).await?;
+        let recommendation = self
+            .analytics()
+            .mark_recommendation_applied(user, id)
+            .await?;
         if let Some(RecommendedAction::SwitchModel { operation, model }) = recommendation.action() {
             let patch = PreferencePatch::new(operation).preferred_model(Some(model));
-            self.preferences().upsert(user, patch, None).await?;
+            self.preferences()
+                .update_operation_preference(user, patch, None)
+                .await?;
         }
         Ok(recommendation)
     }

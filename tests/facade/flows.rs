@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use opsdeck::analytics::{DateRange, RecommendedAction};
-use opsdeck::webhooks::{Endpoint, GitHub, KeyRing, Outgoing, Scheme, Secret, Worker};
+use opsdeck::webhooks::{Endpoint, GitHub, KeyRing, Outgoing, Scheme, Secret};
 use opsdeck::{ExecutionRecord, OpsDeck, RecordExecutionsFromWebhooks, UserId};
 use sqlx::PgPool;
 use time::OffsetDateTime;
@@ -71,16 +71,20 @@ async fn applying_a_recommendation_switches_the_preferred_model(deck: &OpsDeck) 
     assert!(active.iter().all(|r| r.id != switch.id), "no longer active");
 }
 
-async fn webhooks_record_executions_exactly_once(deck: &OpsDeck) {
-    let user = UserId::random();
-    let receiver = deck.webhook_receiver().endpoint(Endpoint::new(
+/// The endpoint the usage-reporting tests configure on their deck.
+fn usage_endpoint() -> Endpoint {
+    Endpoint::new(
         "usage".parse().unwrap(),
         KeyRing::new(GitHub).source("current", Secret::from("usage-secret")),
-    ));
-    let worker = Worker::new(
-        deck.webhook_events(),
-        Arc::new(RecordExecutionsFromWebhooks::new(deck.analytics().clone())),
-    );
+    )
+}
+
+async fn webhooks_record_executions_exactly_once(deck: &OpsDeck) {
+    let user = UserId::random();
+    let receiver = deck.webhook_receiver();
+    let worker = receiver.worker(Arc::new(RecordExecutionsFromWebhooks::new(
+        deck.analytics().clone(),
+    )));
     let record = execution(user, "anthropic/claude-sonnet-4", 4_500, 0);
     // The sender's retry of a report is a new webhook (new body), carrying
     // the same execution: it is processed, and the execution counts once.
@@ -103,7 +107,6 @@ async fn webhooks_record_executions_exactly_once(deck: &OpsDeck) {
             )
             .unwrap();
         headers.insert("x-github-event", "usage".parse().unwrap());
-        let receiver = &receiver;
         async move { receiver.accept("usage", &headers, &body).await.unwrap() }
     };
 
@@ -130,14 +133,23 @@ async fn webhooks_record_executions_exactly_once(deck: &OpsDeck) {
 #[sqlx::test(migrations = false)]
 async fn flows_on_postgres(pool: PgPool) {
     opsdeck::MIGRATOR.run(&pool).await.unwrap();
-    let deck = OpsDeck::from_pool(pool);
+    let deck = OpsDeck::builder()
+        .pool(pool)
+        .webhook_endpoint(usage_endpoint())
+        .build()
+        .await
+        .unwrap();
     applying_a_recommendation_switches_the_preferred_model(&deck).await;
     webhooks_record_executions_exactly_once(&deck).await;
 }
 
 #[tokio::test]
 async fn flows_in_memory() {
-    let deck = OpsDeck::in_memory();
+    let deck = OpsDeck::builder()
+        .webhook_endpoint(usage_endpoint())
+        .build()
+        .await
+        .unwrap();
     applying_a_recommendation_switches_the_preferred_model(&deck).await;
     webhooks_record_executions_exactly_once(&deck).await;
 }
@@ -145,13 +157,13 @@ async fn flows_in_memory() {
 #[sqlx::test(migrations = false)]
 async fn cron_jobs_through_the_facade(pool: PgPool) {
     opsdeck::MIGRATOR.run(&pool).await.unwrap();
-    let deck = OpsDeck::from_pool(pool);
+    let deck = OpsDeck::from_pool(pool).await.unwrap();
     let user = UserId::random();
     let command =
         opsdeck::JobCommand::run_operation(serde_json::json!({"length": "short"})).unwrap();
     for _ in 0..2 {
         deck.cron()
-            .register(
+            .register_cron_job(
                 user,
                 "nightly-summary",
                 "summarize",
@@ -173,20 +185,20 @@ async fn cron_jobs_through_the_facade(pool: PgPool) {
     assert!(
         !deck
             .cron()
-            .exists(UserId::random(), "nightly-summary")
+            .check_cron_job_exists(UserId::random(), "nightly-summary")
             .await
             .unwrap()
     );
     assert!(
         deck.cron()
-            .unregister(user, "nightly-summary")
+            .unregister_cron_job(user, "nightly-summary")
             .await
             .unwrap()
     );
     assert!(
         !deck
             .cron()
-            .unregister(user, "nightly-summary")
+            .unregister_cron_job(user, "nightly-summary")
             .await
             .unwrap()
     );

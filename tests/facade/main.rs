@@ -6,3 +6,4 @@
 
 mod deck;
 mod flows;
+mod secrets;

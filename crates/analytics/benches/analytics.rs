@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use opsdeck_analytics::{
-    AnalyticsReports, AnalyticsRepository, DateRange, Execution, Granularity, Money,
-    PgAnalyticsRepository, TrendQuery,
+    AnalyticsRepository, DateRange, Execution, Granularity, Money, PgAnalyticsRepository,
+    TrendQuery,
 };
 use opsdeck_core::{ModelRef, OperationId, UserId};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -179,7 +179,7 @@ fn batch_vs_single(c: &mut Criterion) {
         let runs = executions(UserId::random(), N);
         let started = Instant::now();
         for run in runs {
-            repo.record(run).await.expect("record");
+            repo.record_operation_execution(run).await.expect("record");
         }
         (median(batch), started.elapsed())
     });
@@ -238,7 +238,7 @@ async fn hot_key_throughput(
             while Instant::now() < deadline {
                 let runs = executions(user, batch);
                 if batch == 1 {
-                    repo.record(runs.into_iter().next().expect("one"))
+                    repo.record_operation_execution(runs.into_iter().next().expect("one"))
                         .await
                         .expect("record");
                 } else {
@@ -347,7 +347,7 @@ fn queries_over_ten_million(c: &mut Criterion) {
         let rows: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM opsdeck.cost_trends WHERE user_id = $1 AND day >= $2 AND day < $3",
         )
-        .bind(user.as_uuid())
+        .bind(user)
         .bind(range.start())
         .bind(range.end())
         .fetch_one(&pool)

@@ -1,4 +1,8 @@
-use crate::recommend::{RecommendationId, RecommendationStatus};
+use std::convert::Infallible;
+
+use opsdeck_core::Validation;
+
+use crate::ids::{RecommendationId, RecommendationStatus};
 
 /// Everything that can go wrong in the analytics crate.
 #[derive(Debug, thiserror::Error)]
@@ -7,15 +11,8 @@ pub enum Error {
     /// The input was refused; nothing was written. For a batch, `item` is the
     /// zero-based position of the first bad execution; `field` names the bad
     /// part (`cost`, `input_tokens`, `executed_at`, `model`, …).
-    #[error("invalid {field}{}: {reason}", item.map(|i| format!(" at item {i}")).unwrap_or_default())]
-    Validation {
-        /// Position of the bad item in its batch, if the input was a batch.
-        item: Option<usize>,
-        /// Which field is wrong.
-        field: &'static str,
-        /// What is wrong.
-        reason: String,
-    },
+    #[error(transparent)]
+    Validation(#[from] Validation),
     /// A batch held more executions than [`crate::MAX_BATCH`]; nothing was written.
     #[error("batch of {len} executions exceeds the maximum of {max}")]
     BatchTooLarge {
@@ -46,24 +43,24 @@ pub enum Error {
     Database(#[source] sqlx::Error),
 }
 
+/// Lets the service's `impl TryInto<Execution>` inputs include an
+/// [`crate::Execution`] itself, whose conversion cannot fail.
+impl From<Infallible> for Error {
+    fn from(never: Infallible) -> Self {
+        match never {}
+    }
+}
+
 impl Error {
     /// A validation error of `field`, not tied to a batch position.
     pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
-        Error::Validation {
-            item: None,
-            field,
-            reason: reason.into(),
-        }
+        Error::Validation(Validation::new(field, reason))
     }
 
     /// Attaches a batch position to a validation error.
     pub(crate) fn at_item(self, index: usize) -> Self {
         match self {
-            Error::Validation { field, reason, .. } => Error::Validation {
-                item: Some(index),
-                field,
-                reason,
-            },
+            Error::Validation(validation) => Error::Validation(validation.at_item(index)),
             other => other,
         }
     }

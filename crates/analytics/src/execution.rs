@@ -1,65 +1,15 @@
 use std::collections::HashSet;
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
-use opsdeck_core::{ModelRef, OperationId, UserId};
+use opsdeck_core::{ModelRef, OperationId, Snippet, UserId};
 use serde::{Deserialize, Serialize};
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::{MAX_BATCH, MAX_COST, MAX_LATENCY_MS, MAX_TOKENS, Money};
-
-/// The id of one execution, chosen by the caller; recording the same id
-/// again (a retry) is counted once.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct ExecutionId(Uuid);
-
-impl ExecutionId {
-    /// A new random (v4) id.
-    pub fn random() -> Self {
-        ExecutionId(Uuid::new_v4())
-    }
-
-    /// The underlying UUID.
-    pub fn as_uuid(&self) -> Uuid {
-        self.0
-    }
-}
-
-impl From<Uuid> for ExecutionId {
-    fn from(id: Uuid) -> Self {
-        ExecutionId(id)
-    }
-}
-
-impl FromStr for ExecutionId {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        Uuid::parse_str(s)
-            .map(ExecutionId)
-            .map_err(|_| Error::invalid("execution_id", format!("{:?} is not a UUID", snippet(s))))
-    }
-}
-
-impl fmt::Display for ExecutionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0, f)
-    }
-}
-
-impl fmt::Debug for ExecutionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ExecutionId({})", self.0)
-    }
-}
-
-/// Keeps at most 80 characters of user input for an error message.
-fn snippet(s: &str) -> String {
-    s.chars().take(80).collect()
-}
+use crate::ids::ExecutionId;
+use crate::limits::{MAX_BATCH, MAX_COST, MAX_LATENCY_MS, MAX_TOKENS};
+use crate::money::Money;
 
 /// Why an execution failed, e.g. `timeout` or `rate_limited`: 1–64
 /// characters of `[a-z0-9_.-]` (the rule of operation ids), so kinds group
@@ -82,7 +32,7 @@ impl ErrorKind {
                     "error_kind",
                     format!(
                         "{:?} must be 1-64 characters of a-z, 0-9, '_', '.', '-'",
-                        snippet(s)
+                        Snippet::new(s)
                     ),
                 )
             })
@@ -94,37 +44,7 @@ impl ErrorKind {
     }
 }
 
-impl TryFrom<String> for ErrorKind {
-    type Error = Error;
-    fn try_from(s: String) -> Result<Self> {
-        Self::parse(&s)
-    }
-}
-
-impl From<ErrorKind> for String {
-    fn from(kind: ErrorKind) -> Self {
-        kind.0.into()
-    }
-}
-
-impl FromStr for ErrorKind {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        Self::parse(s)
-    }
-}
-
-impl fmt::Display for ErrorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for ErrorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ErrorKind({:?})", &*self.0)
-    }
-}
+opsdeck_core::text_id!(ErrorKind, Error);
 
 /// How an execution ended.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -363,7 +283,7 @@ impl ExecutionRecord {
                     "error_kind",
                     format!(
                         "a successful execution has no error kind (got {:?})",
-                        snippet(kind)
+                        Snippet::new(kind)
                     ),
                 ));
             }
@@ -372,7 +292,7 @@ impl ExecutionRecord {
             }
         };
         Ok(Execution {
-            execution_id: ExecutionId(self.execution_id),
+            execution_id: ExecutionId::from(self.execution_id),
             user_id: self.user_id,
             operation_id,
             model,
@@ -383,6 +303,15 @@ impl ExecutionRecord {
             outcome,
             executed_at: self.executed_at,
         })
+    }
+}
+
+/// [`ExecutionRecord::parse`], so that the service's recording methods take
+/// raw records and typed executions alike (`impl TryInto<Execution>`).
+impl TryFrom<ExecutionRecord> for Execution {
+    type Error = Error;
+    fn try_from(record: ExecutionRecord) -> Result<Self> {
+        record.parse()
     }
 }
 
@@ -461,7 +390,7 @@ mod tests {
     #[test]
     fn parse_names_the_bad_field() {
         let field = |r: ExecutionRecord| match r.parse() {
-            Err(Error::Validation { field, .. }) => field,
+            Err(Error::Validation(v)) => v.field,
             other => panic!("expected a validation error, got {other:?}"),
         };
         assert_eq!(
@@ -509,7 +438,7 @@ mod tests {
         let tolerance = Duration::from_secs(300);
         assert!(ok.validate(now, tolerance).is_ok());
         let field = |e: Execution| match e.validate(now, tolerance) {
-            Err(Error::Validation { field, .. }) => field,
+            Err(Error::Validation(v)) => v.field,
             other => panic!("expected a validation error, got {other:?}"),
         };
         assert_eq!(field(ok.clone().tokens(-1, 0)), "input_tokens");
@@ -551,12 +480,8 @@ mod tests {
         .unwrap_err();
         assert!(
             matches!(
-                err,
-                Error::Validation {
-                    item: Some(1),
-                    field: "cost",
-                    ..
-                }
+                &err,
+                Error::Validation(v) if v.item == Some(1) && v.field == "cost"
             ),
             "{err:?}"
         );

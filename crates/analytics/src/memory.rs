@@ -8,15 +8,13 @@ use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::execution::prepare_batch;
-use crate::recommend::{
-    Finding, Recommendation, RecommendationId, RecommendationStatus, Resolution,
-};
+use crate::execution::{Execution, RecordSummary, prepare_batch};
+use crate::ids::{ExecutionId, RecommendationId, RecommendationStatus};
+use crate::limits::{DEFAULT_FUTURE_TOLERANCE, MAX_LIST};
+use crate::recommend::{Finding, Recommendation, Resolution, dedupe_findings};
 use crate::report::{DailyRollup, DateRange, RollupFilter, TrendPoint, TrendQuery, trend_of};
-use crate::{
-    AnalyticsRepository, DEFAULT_FUTURE_TOLERANCE, Execution, ExecutionId, MAX_LIST, RecordSummary,
-    RetentionReport, SlaTarget, dedupe_findings, retention_horizon,
-};
+use crate::repository::{AnalyticsRepository, RetentionReport, retention_horizon};
+use crate::sla::SlaTarget;
 
 /// Analytics kept in process memory: the embedded default when no database
 /// is configured, and a test double that behaves like
@@ -132,8 +130,8 @@ impl State {
 
 #[async_trait]
 impl AnalyticsRepository for InMemoryAnalyticsRepository {
-    #[tracing::instrument(name = "analytics.memory.record", skip_all)]
-    async fn record(&self, execution: Execution) -> Result<bool> {
+    #[tracing::instrument(name = "analytics.memory.record_operation_execution", skip_all)]
+    async fn record_operation_execution(&self, execution: Execution) -> Result<bool> {
         execution.validate(OffsetDateTime::now_utc(), self.future_tolerance)?;
         let mut state = self.state();
         state.check_horizon(&execution)?;
@@ -255,7 +253,7 @@ impl AnalyticsRepository for InMemoryAnalyticsRepository {
                 continue;
             }
             let created = Recommendation {
-                id: RecommendationId::from(Uuid::new_v4()),
+                id: RecommendationId::random(),
                 user_id: user,
                 finding,
                 status: RecommendationStatus::Active,

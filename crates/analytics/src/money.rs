@@ -3,6 +3,7 @@ use std::iter::Sum;
 use std::ops::{Add, AddAssign, Sub};
 use std::str::FromStr;
 
+use opsdeck_core::Snippet;
 use serde::{Deserialize, Serialize};
 
 /// An exact amount of US dollars, held as integer micro-dollars
@@ -121,7 +122,7 @@ impl fmt::Debug for Money {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid amount of money {input:?}: {reason}")]
 pub struct ParseMoneyError {
-    input: String,
+    input: Snippet,
     reason: &'static str,
 }
 
@@ -132,7 +133,7 @@ impl FromStr for Money {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let error = |reason| ParseMoneyError {
-            input: s.chars().take(40).collect(),
+            input: Snippet::new(s),
             reason,
         };
         let (negative, rest) = match s.strip_prefix('-') {

@@ -1,22 +1,23 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use opsdeck_core::db::constraint_violation;
 use opsdeck_core::{ModelRef, OperationId, UserId};
 use sqlx::PgPool;
-use sqlx::types::Uuid;
 use time::{Date, OffsetDateTime};
 
 use crate::error::{Error, Result};
-use crate::execution::prepare_batch;
-use crate::recommend::{Finding, Recommendation, RecommendationStatus, Resolution};
+use crate::execution::{ErrorKind, Execution, Outcome, RecordSummary, prepare_batch};
+use crate::histogram::LatencyHistogram;
+use crate::ids::{ExecutionId, RecommendationId, RecommendationStatus};
+use crate::limits::{DEFAULT_FUTURE_TOLERANCE, MAX_LIST};
+use crate::money::Money;
+use crate::recommend::{Finding, Recommendation, Resolution, dedupe_findings};
 use crate::report::{
     DailyRollup, DateRange, RollupFilter, Totals, TrendPoint, TrendQuery, complete_trend,
 };
-use crate::{
-    AnalyticsRepository, DEFAULT_FUTURE_TOLERANCE, ErrorKind, Execution, ExecutionId,
-    LatencyHistogram, MAX_LIST, Money, Outcome, RecommendationId, RecordSummary, RetentionReport,
-    SlaTarget, SuccessRate, dedupe_findings, retention_horizon,
-};
+use crate::repository::{AnalyticsRepository, RetentionReport, retention_horizon};
+use crate::sla::{SlaTarget, SuccessRate};
 
 /// Analytics in PostgreSQL: the tables and functions of
 /// `migrations/0002_analytics.sql` (`opsdeck.operation_executions`,
@@ -158,16 +159,16 @@ const RESOLVE_RECOMMENDATION: &str = "
 /// The executions of a batch as the parallel arrays the SQL function takes.
 #[derive(Default)]
 struct Columns<'a> {
-    user_ids: Vec<Uuid>,
-    execution_ids: Vec<Uuid>,
-    operation_ids: Vec<&'a str>,
-    models: Vec<&'a str>,
+    user_ids: Vec<UserId>,
+    execution_ids: Vec<ExecutionId>,
+    operation_ids: Vec<&'a OperationId>,
+    models: Vec<&'a ModelRef>,
     input_tokens: Vec<i64>,
     output_tokens: Vec<i64>,
     cost_micros: Vec<i64>,
     latency_ms: Vec<i32>,
     success: Vec<bool>,
-    error_kinds: Vec<Option<&'a str>>,
+    error_kinds: Vec<Option<&'a ErrorKind>>,
     executed_at: Vec<OffsetDateTime>,
 }
 
@@ -175,10 +176,10 @@ impl<'a> Columns<'a> {
     fn of(executions: &'a [Execution]) -> Self {
         let mut columns = Columns::default();
         for e in executions {
-            columns.user_ids.push(e.user_id.as_uuid());
-            columns.execution_ids.push(e.execution_id.as_uuid());
-            columns.operation_ids.push(e.operation_id.as_str());
-            columns.models.push(e.model.as_str());
+            columns.user_ids.push(e.user_id);
+            columns.execution_ids.push(e.execution_id);
+            columns.operation_ids.push(&e.operation_id);
+            columns.models.push(&e.model);
             columns.input_tokens.push(e.input_tokens);
             columns.output_tokens.push(e.output_tokens);
             columns.cost_micros.push(e.cost.micros());
@@ -187,9 +188,7 @@ impl<'a> Columns<'a> {
                 .latency_ms
                 .push(i32::try_from(e.latency_ms).unwrap_or(i32::MAX));
             columns.success.push(e.is_success());
-            columns
-                .error_kinds
-                .push(e.error_kind().map(ErrorKind::as_str));
+            columns.error_kinds.push(e.error_kind());
             columns.executed_at.push(e.executed_at);
         }
         columns
@@ -199,23 +198,23 @@ impl<'a> Columns<'a> {
 #[async_trait]
 impl AnalyticsRepository for PgAnalyticsRepository {
     #[tracing::instrument(
-        name = "analytics.pg.record",
+        name = "analytics.pg.record_operation_execution",
         skip(self, execution),
         fields(user = %execution.user_id, operation = %execution.operation_id, new)
     )]
-    async fn record(&self, execution: Execution) -> Result<bool> {
+    async fn record_operation_execution(&self, execution: Execution) -> Result<bool> {
         execution.validate(OffsetDateTime::now_utc(), self.future_tolerance)?;
         let new: bool = sqlx::query_scalar(RECORD_ONE)
-            .bind(execution.user_id.as_uuid())
-            .bind(execution.execution_id.as_uuid())
-            .bind(execution.operation_id.as_str())
-            .bind(execution.model.as_str())
+            .bind(execution.user_id)
+            .bind(execution.execution_id)
+            .bind(&execution.operation_id)
+            .bind(&execution.model)
             .bind(execution.input_tokens)
             .bind(execution.output_tokens)
             .bind(execution.cost.micros())
             .bind(i32::try_from(execution.latency_ms).unwrap_or(i32::MAX))
             .bind(execution.is_success())
-            .bind(execution.error_kind().map(ErrorKind::as_str))
+            .bind(execution.error_kind())
             .bind(execution.executed_at)
             .bind(self.future_tolerance)
             .fetch_one(&self.pool)
@@ -274,7 +273,7 @@ impl AnalyticsRepository for PgAnalyticsRepository {
         limit: usize,
     ) -> Result<Vec<Execution>> {
         let rows = sqlx::query_as::<_, ExecutionRow>(EXECUTIONS)
-            .bind(user.as_uuid())
+            .bind(user)
             .bind(range.start().midnight().assume_utc())
             .bind(range.end().midnight().assume_utc())
             .bind(i64::try_from(limit.min(MAX_LIST)).unwrap_or_default())
@@ -292,11 +291,11 @@ impl AnalyticsRepository for PgAnalyticsRepository {
     )]
     async fn daily_rollups(&self, user: UserId, filter: &RollupFilter) -> Result<Vec<DailyRollup>> {
         let rows = sqlx::query_as::<_, RollupRow>(DAILY_ROLLUPS)
-            .bind(user.as_uuid())
+            .bind(user)
             .bind(filter.range.start())
             .bind(filter.range.end())
-            .bind(filter.operation.as_ref().map(OperationId::as_str))
-            .bind(filter.model.as_ref().map(ModelRef::as_str))
+            .bind(filter.operation.as_ref())
+            .bind(filter.model.as_ref())
             .fetch_all(&self.pool)
             .await
             .map_err(map_db_error)?;
@@ -326,12 +325,12 @@ impl AnalyticsRepository for PgAnalyticsRepository {
     )]
     async fn cost_trend(&self, user: UserId, query: &TrendQuery) -> Result<Vec<TrendPoint>> {
         let rows = sqlx::query_as::<_, TrendRow>(COST_TREND)
-            .bind(user.as_uuid())
+            .bind(user)
             .bind(query.filter.range.start())
             .bind(query.filter.range.end())
             .bind(query.granularity.as_str())
-            .bind(query.filter.operation.as_ref().map(OperationId::as_str))
-            .bind(query.filter.model.as_ref().map(ModelRef::as_str))
+            .bind(query.filter.operation.as_ref())
+            .bind(query.filter.model.as_ref())
             .fetch_all(&self.pool)
             .await
             .map_err(map_db_error)?;
@@ -352,8 +351,8 @@ impl AnalyticsRepository for PgAnalyticsRepository {
                  max_p95_latency_ms   = EXCLUDED.max_p95_latency_ms,
                  updated_at           = now()",
         )
-        .bind(user.as_uuid())
-        .bind(target.operation_id().as_str())
+        .bind(user)
+        .bind(target.operation_id())
         // Both bounded by SlaTarget (≤ 1 000 000 and ≤ MAX_LATENCY_MS).
         .bind(i32::try_from(target.min_success_rate().ppm()).unwrap_or(i32::MAX))
         .bind(i32::try_from(target.max_p95_latency_ms()).unwrap_or(i32::MAX))
@@ -365,11 +364,11 @@ impl AnalyticsRepository for PgAnalyticsRepository {
 
     #[tracing::instrument(name = "analytics.pg.sla_targets", skip(self), fields(%user))]
     async fn sla_targets(&self, user: UserId) -> Result<Vec<SlaTarget>> {
-        let rows: Vec<(String, i32, i32)> = sqlx::query_as(
+        let rows: Vec<(OperationId, i32, i32)> = sqlx::query_as(
             "SELECT operation_id, min_success_rate_ppm, max_p95_latency_ms
              FROM opsdeck.sla_targets WHERE user_id = $1 ORDER BY operation_id",
         )
-        .bind(user.as_uuid())
+        .bind(user)
         .fetch_all(&self.pool)
         .await
         .map_err(map_db_error)?;
@@ -377,7 +376,7 @@ impl AnalyticsRepository for PgAnalyticsRepository {
             .map(|(operation, ppm, latency)| {
                 let corrupt = |e: Error| Error::Corrupt(format!("SLA target of user {user}: {e}"));
                 SlaTarget::new(
-                    OperationId::parse(&operation).map_err(|e| Error::Corrupt(e.to_string()))?,
+                    operation,
                     SuccessRate::from_ppm(u32::try_from(ppm).unwrap_or(u32::MAX))
                         .map_err(corrupt)?,
                     u32::try_from(latency).unwrap_or_default(),
@@ -391,8 +390,8 @@ impl AnalyticsRepository for PgAnalyticsRepository {
     async fn delete_sla_target(&self, user: UserId, operation: &OperationId) -> Result<bool> {
         let result =
             sqlx::query("DELETE FROM opsdeck.sla_targets WHERE user_id = $1 AND operation_id = $2")
-                .bind(user.as_uuid())
-                .bind(operation.as_str())
+                .bind(user)
+                .bind(operation)
                 .execute(&self.pool)
                 .await
                 .map_err(map_db_error)?;
@@ -422,15 +421,15 @@ impl AnalyticsRepository for PgAnalyticsRepository {
         for finding in &findings {
             kinds.push(finding.kind());
             subjects.push(finding.subject());
-            operations.push(finding.operation().as_str());
-            models.push(finding.model().map(ModelRef::as_str));
+            operations.push(finding.operation());
+            models.push(finding.model());
             details.push(
                 serde_json::to_string(finding)
                     .map_err(|e| Error::invalid("finding", e.to_string()))?,
             );
         }
         let rows = sqlx::query_as::<_, RecommendationRow>(SAVE_RECOMMENDATIONS)
-            .bind(user.as_uuid())
+            .bind(user)
             .bind(kinds)
             .bind(subjects)
             .bind(operations)
@@ -461,7 +460,7 @@ impl AnalyticsRepository for PgAnalyticsRepository {
             Some(RecommendationStatus::Active) => sqlx::query_as(ACTIVE_RECOMMENDATIONS),
             Some(_) => sqlx::query_as(RECOMMENDATIONS_WITH_STATUS),
         }
-        .bind(user.as_uuid());
+        .bind(user);
         let query = match status {
             Some(status @ (RecommendationStatus::Dismissed | RecommendationStatus::Applied)) => {
                 query.bind(status.as_str())
@@ -484,8 +483,8 @@ impl AnalyticsRepository for PgAnalyticsRepository {
     ) -> Result<Recommendation> {
         let to = resolution.status();
         let updated = sqlx::query_as::<_, RecommendationRow>(RESOLVE_RECOMMENDATION)
-            .bind(user.as_uuid())
-            .bind(id.as_uuid())
+            .bind(user)
+            .bind(id)
             .bind(to.as_str())
             .fetch_optional(&self.pool)
             .await
@@ -494,8 +493,8 @@ impl AnalyticsRepository for PgAnalyticsRepository {
             return row.into_domain();
         }
         let current = sqlx::query_as::<_, RecommendationRow>(ONE_RECOMMENDATION)
-            .bind(user.as_uuid())
-            .bind(id.as_uuid())
+            .bind(user)
+            .bind(id)
             .fetch_optional(&self.pool)
             .await
             .map_err(map_db_error)?
@@ -519,16 +518,16 @@ impl AnalyticsRepository for PgAnalyticsRepository {
 
 #[derive(sqlx::FromRow)]
 struct ExecutionRow {
-    execution_id: Uuid,
-    user_id: Uuid,
-    operation_id: String,
-    model: String,
+    execution_id: ExecutionId,
+    user_id: UserId,
+    operation_id: OperationId,
+    model: ModelRef,
     input_tokens: i64,
     output_tokens: i64,
     cost_micros: i64,
     latency_ms: i32,
     success: bool,
-    error_kind: Option<String>,
+    error_kind: Option<ErrorKind>,
     executed_at: OffsetDateTime,
 }
 
@@ -536,19 +535,16 @@ impl ExecutionRow {
     fn into_domain(self) -> Result<Execution> {
         let corrupt =
             |what: String| Error::Corrupt(format!("execution {}: {what}", self.execution_id));
-        let outcome = match (&self.error_kind, self.success) {
+        let outcome = match (self.error_kind, self.success) {
             (None, true) => Outcome::Success,
-            (Some(kind), false) => {
-                Outcome::Failure(ErrorKind::parse(kind).map_err(|e| corrupt(e.to_string()))?)
-            }
+            (Some(kind), false) => Outcome::Failure(kind),
             _ => return Err(corrupt("success and error_kind disagree".into())),
         };
         Ok(Execution {
-            execution_id: ExecutionId::from(self.execution_id),
-            user_id: UserId::from(self.user_id),
-            operation_id: OperationId::parse(&self.operation_id)
-                .map_err(|e| corrupt(e.to_string()))?,
-            model: ModelRef::parse(&self.model).map_err(|e| corrupt(e.to_string()))?,
+            execution_id: self.execution_id,
+            user_id: self.user_id,
+            operation_id: self.operation_id,
+            model: self.model,
             input_tokens: self.input_tokens,
             output_tokens: self.output_tokens,
             cost: Money::from_micros(self.cost_micros),
@@ -587,8 +583,8 @@ impl From<TotalsRow> for Totals {
 
 #[derive(sqlx::FromRow)]
 struct RollupRow {
-    operation_id: String,
-    model: String,
+    operation_id: OperationId,
+    model: ModelRef,
     day: Date,
     #[sqlx(flatten)]
     totals: TotalsRow,
@@ -603,12 +599,12 @@ impl RollupRow {
                 self.operation_id, self.model, self.day
             ))
         };
+        let histogram = LatencyHistogram::from_counts(&self.latency_histogram).map_err(corrupt)?;
         Ok(DailyRollup {
-            operation_id: OperationId::parse(&self.operation_id)
-                .map_err(|e| corrupt(e.to_string()))?,
-            model: ModelRef::parse(&self.model).map_err(|e| corrupt(e.to_string()))?,
+            operation_id: self.operation_id,
+            model: self.model,
             day: self.day,
-            histogram: LatencyHistogram::from_counts(&self.latency_histogram).map_err(corrupt)?,
+            histogram,
             totals: self.totals.into(),
         })
     }
@@ -623,8 +619,8 @@ struct TrendRow {
 
 #[derive(sqlx::FromRow)]
 struct RecommendationRow {
-    id: Uuid,
-    user_id: Uuid,
+    id: RecommendationId,
+    user_id: UserId,
     details: serde_json::Value,
     status: String,
     created_at: OffsetDateTime,
@@ -636,13 +632,13 @@ impl RecommendationRow {
     fn into_domain(self) -> Result<Recommendation> {
         let corrupt = |what: String| Error::Corrupt(format!("recommendation {}: {what}", self.id));
         Ok(Recommendation {
-            id: RecommendationId::from(self.id),
-            user_id: UserId::from(self.user_id),
+            id: self.id,
+            user_id: self.user_id,
             finding: serde_json::from_value(self.details).map_err(|e| corrupt(e.to_string()))?,
             status: self
                 .status
-                .parse()
-                .map_err(|e: Error| corrupt(e.to_string()))?,
+                .parse::<RecommendationStatus>()
+                .map_err(|e| corrupt(e.to_string()))?,
             created_at: self.created_at,
             updated_at: self.updated_at,
             status_changed_at: self.status_changed_at,
@@ -650,36 +646,55 @@ impl RecommendationRow {
     }
 }
 
-/// Maps the constraint a refused write names to the field at fault; the
+/// The constraints a refused write can name, with the field at fault; the
 /// SQL functions raise `check_violation` with such names for the checks
-/// they make themselves. Everything else is a database error. The Rust
-/// types and [`Execution::validate`] check the same rules first, so these
-/// fire only for input that bypassed them.
+/// they make themselves. The Rust types and [`Execution::validate`] check
+/// the same rules first, so these fire only for input that bypassed them.
+/// The rollup's own sums and shapes are guarded under `execution`: only a
+/// bad execution can break them.
+const CONSTRAINT_FIELDS: &[(&str, &str)] = &[
+    (
+        "operation_executions_executed_at_future_check",
+        "executed_at",
+    ),
+    (
+        "operation_executions_executed_at_retention_check",
+        "executed_at",
+    ),
+    ("operation_executions_input_tokens_check", "input_tokens"),
+    ("operation_executions_output_tokens_check", "output_tokens"),
+    ("operation_executions_cost_micros_check", "cost"),
+    ("operation_executions_latency_ms_check", "latency_ms"),
+    ("operation_executions_error_kind_check", "error_kind"),
+    ("operation_executions_outcome_check", "error_kind"),
+    ("cost_trends_operation_id_check", "operation_id"),
+    ("sla_targets_operation_id_check", "operation_id"),
+    ("cost_trends_model_check", "model"),
+    ("record_operation_executions_batch_size", "batch"),
+    ("cost_trends_shard_check", "execution"),
+    ("cost_trends_counts_check", "execution"),
+    ("cost_trends_sums_check", "execution"),
+    ("cost_trends_histogram_check", "execution"),
+    ("sla_targets_min_success_rate_ppm_check", "min_success_rate"),
+    ("sla_targets_max_p95_latency_ms_check", "max_p95_latency_ms"),
+    ("optimization_recommendations_kind_check", "finding"),
+    ("optimization_recommendations_status_check", "status"),
+    (
+        "optimization_recommendations_status_changed_check",
+        "status",
+    ),
+    (
+        "optimization_recommendations_operation_id_check",
+        "operation_id",
+    ),
+    ("optimization_recommendations_details_check", "finding"),
+];
+
+/// A refused write is the [`Error::Validation`] of its field; everything
+/// else is a database error.
 fn map_db_error(error: sqlx::Error) -> Error {
-    if let Some(db) = error.as_database_error()
-        && db.is_check_violation()
-    {
-        let constraint = db.constraint().unwrap_or_default();
-        let field = match constraint {
-            "operation_executions_executed_at_future_check"
-            | "operation_executions_executed_at_retention_check" => "executed_at",
-            "operation_executions_input_tokens_check" => "input_tokens",
-            "operation_executions_output_tokens_check" => "output_tokens",
-            "operation_executions_cost_micros_check" => "cost",
-            "operation_executions_latency_ms_check" => "latency_ms",
-            "operation_executions_error_kind_check" | "operation_executions_outcome_check" => {
-                "error_kind"
-            }
-            "cost_trends_operation_id_check" | "sla_targets_operation_id_check" => "operation_id",
-            "cost_trends_model_check" => "model",
-            "record_operation_executions_batch_size" => "batch",
-            _ => "execution",
-        };
-        return Error::Validation {
-            item: None,
-            field,
-            reason: format!("refused by the database ({constraint}): {}", db.message()),
-        };
+    match constraint_violation(&error, CONSTRAINT_FIELDS) {
+        Some(validation) => Error::Validation(validation),
+        None => Error::Database(error),
     }
-    Error::Database(error)
 }

@@ -2,94 +2,15 @@
 //! the recommendation lifecycle (active → dismissed | applied).
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
 
 use opsdeck_core::{ModelRef, OperationId, UserId};
 use serde::{Deserialize, Serialize};
 use time::{Date, Duration as Days, OffsetDateTime};
-use uuid::Uuid;
 
-use crate::Money;
 use crate::error::{Error, Result};
+use crate::ids::{RecommendationId, RecommendationStatus};
+use crate::money::Money;
 use crate::report::{Aggregate, DailyRollup, DateRange, Totals, group_by};
-
-/// The id of a stored recommendation.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct RecommendationId(Uuid);
-
-impl RecommendationId {
-    /// The underlying UUID.
-    pub fn as_uuid(&self) -> Uuid {
-        self.0
-    }
-}
-
-impl From<Uuid> for RecommendationId {
-    fn from(id: Uuid) -> Self {
-        RecommendationId(id)
-    }
-}
-
-impl fmt::Display for RecommendationId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0, f)
-    }
-}
-
-impl fmt::Debug for RecommendationId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RecommendationId({})", self.0)
-    }
-}
-
-/// Where a recommendation is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RecommendationStatus {
-    /// Shown to the user; refreshed by each generation while it still holds.
-    Active,
-    /// The user declined it.
-    Dismissed,
-    /// The user acted on it.
-    Applied,
-}
-
-impl RecommendationStatus {
-    /// The stored text.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            RecommendationStatus::Active => "active",
-            RecommendationStatus::Dismissed => "dismissed",
-            RecommendationStatus::Applied => "applied",
-        }
-    }
-}
-
-impl fmt::Display for RecommendationStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for RecommendationStatus {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "active" => Ok(RecommendationStatus::Active),
-            "dismissed" => Ok(RecommendationStatus::Dismissed),
-            "applied" => Ok(RecommendationStatus::Applied),
-            other => Err(Error::invalid(
-                "status",
-                format!(
-                    "expected active, dismissed or applied, got {:?}",
-                    other.chars().take(20).collect::<String>()
-                ),
-            )),
-        }
-    }
-}
 
 /// How a user closes an active recommendation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -551,6 +472,16 @@ fn rising_costs(
         }
     }
     Ok(findings)
+}
+
+/// Orders findings by (kind, subject), keeping the last of repeated ones:
+/// the order rows are locked in and the order results are returned in.
+pub(crate) fn dedupe_findings(findings: Vec<Finding>) -> Vec<Finding> {
+    let mut by_key = BTreeMap::new();
+    for finding in findings {
+        by_key.insert((finding.kind(), finding.subject()), finding);
+    }
+    by_key.into_values().collect()
 }
 
 /// Exact product for cross-multiplied comparisons of ratios.

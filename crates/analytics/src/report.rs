@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 use time::{Date, Duration as Days, Month};
 
 use crate::error::{Error, Result};
-use crate::{LatencyHistogram, Money, Percentiles};
+use crate::execution::Execution;
+use crate::histogram::{LatencyHistogram, Percentiles};
+use crate::money::Money;
 
 /// A half-open range of UTC days `[start, end)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -288,7 +290,7 @@ pub struct DailyRollup {
 
 impl DailyRollup {
     /// The rollup of a single execution.
-    pub(crate) fn of_execution(execution: &crate::Execution) -> Self {
+    pub(crate) fn of_execution(execution: &Execution) -> Self {
         let mut histogram = LatencyHistogram::new();
         histogram.record(u32::try_from(execution.latency_ms).unwrap_or(u32::MAX));
         let success = i64::from(execution.is_success());

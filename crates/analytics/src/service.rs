@@ -1,74 +1,38 @@
-use std::collections::BTreeSet;
-use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
-use opsdeck_cache::{Cache, CacheConfig, CacheKey, CacheStats, CacheValue, Tiers};
-use opsdeck_core::{OperationId, UserId};
+use opsdeck_cache::{CacheStats, Tiers};
+use opsdeck_core::{OperationId, UserId, Validation};
 use time::{Date, OffsetDateTime};
 
+use crate::cached::Cached;
+use crate::config::AnalyticsConfig;
 use crate::error::{Error, Result};
-use crate::{
-    AnalyticsReports, AnalyticsRepository, DateRange, Execution, ExecutionRecord, MAX_BATCH,
-    ModelStats, PeriodSummary, Recommendation, RecommendationId, RecommendationStatus,
-    RecommendationThresholds, RecordSummary, Resolution, RetentionReport, RollupFilter, SlaStatus,
-    SlaTarget, TrendPoint, TrendQuery,
-};
+use crate::execution::{Execution, RecordSummary};
+use crate::ids::{RecommendationId, RecommendationStatus};
+use crate::limits::MAX_BATCH;
+use crate::recommend::{Recommendation, RecommendationThresholds, Resolution};
+use crate::report::{DateRange, ModelStats, PeriodSummary, RollupFilter, TrendPoint, TrendQuery};
+use crate::repository::{AnalyticsRepository, AnalyticsRepositoryExt, RetentionReport};
+use crate::sla::{SlaStatus, SlaTarget};
 
-/// How [`AnalyticsService`] caches and recommends.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct AnalyticsConfig {
-    /// How long a cached metric lives (default 5 minutes, as in the seed).
-    pub metrics_ttl: Duration,
-    /// Most entries per cache namespace.
-    pub cache_capacity: u64,
-    /// Thresholds of the recommendation rules.
-    pub thresholds: RecommendationThresholds,
-}
-
-impl Default for AnalyticsConfig {
-    fn default() -> Self {
-        AnalyticsConfig {
-            metrics_ttl: Duration::from_secs(5 * 60),
-            cache_capacity: 100_000,
-            thresholds: RecommendationThresholds::default(),
-        }
-    }
-}
-
-impl AnalyticsConfig {
-    /// Sets the metrics TTL.
-    pub fn with_metrics_ttl(mut self, ttl: Duration) -> Self {
-        self.metrics_ttl = ttl;
-        self
-    }
-
-    /// Sets the most entries per cache namespace.
-    pub fn with_cache_capacity(mut self, capacity: u64) -> Self {
-        self.cache_capacity = capacity;
-        self
-    }
-
-    /// Sets the recommendation thresholds.
-    pub fn with_thresholds(mut self, thresholds: RecommendationThresholds) -> Self {
-        self.thresholds = thresholds;
-        self
-    }
-}
-
-/// What applications call: parses raw input, records through the
-/// repository, serves metrics through a 5-minute cache and drops a user's
-/// cached metrics on every write that can change them.
+/// What applications call. It holds the [`Cached`] stack over the
+/// repository — so metrics are cached for 5 minutes and every write drops
+/// the cached metrics it can change — and adds only what sits at the edge:
+/// parsing raw input ([`crate::ExecutionRecord`], operation ids as text)
+/// and the configured recommendation thresholds.
+///
+/// A method that does what one [`AnalyticsRepository`] method does has its
+/// name (`record_operation_execution`, `record_many`, `period_summary`, …)
+/// and takes raw input where the trait takes typed values; recommendations
+/// are resolved through `dismiss_recommendation` and
+/// `mark_recommendation_applied` (the trait's `resolve_recommendation`).
+/// There is deliberately no accessor of the repository underneath: a write
+/// through it would skip the cache invalidation.
 ///
 /// Cloning is cheap and clones share the caches.
 #[derive(Debug, Clone)]
 pub struct AnalyticsService {
-    repository: Arc<dyn AnalyticsRepository>,
-    trends: Cache<Arc<Vec<TrendPoint>>>,
-    summaries: Cache<Arc<PeriodSummary>>,
-    comparisons: Cache<Arc<Vec<ModelStats>>>,
-    sla_reports: Cache<Arc<Vec<SlaStatus>>>,
+    stack: Arc<Cached<Arc<dyn AnalyticsRepository>>>,
     thresholds: RecommendationThresholds,
 }
 
@@ -93,104 +57,89 @@ impl AnalyticsService {
         tiers: Tiers,
     ) -> Self {
         AnalyticsService {
-            repository,
-            trends: namespace("analytics.trend", &config, &tiers),
-            summaries: namespace("analytics.summary", &config, &tiers),
-            comparisons: namespace("analytics.comparison", &config, &tiers),
-            sla_reports: namespace("analytics.sla", &config, &tiers),
+            stack: Arc::new(Cached::new(repository, &config, tiers)),
             thresholds: config.thresholds,
         }
     }
 
-    /// The repository behind the cache.
-    pub fn repository(&self) -> &Arc<dyn AnalyticsRepository> {
-        &self.repository
-    }
-
     /// Cache counters summed over the service's namespaces.
     pub fn cache_stats(&self) -> CacheStats {
-        self.trends.stats()
-            + self.summaries.stats()
-            + self.comparisons.stats()
-            + self.sla_reports.stats()
+        self.stack.cache_stats()
     }
 
-    /// Records one raw execution (the seed's `recordExecution`); `Ok(false)`
-    /// if its id was already recorded.
+    /// Drops every cached metric of `user` (e.g. after an out-of-band write).
+    pub async fn invalidate_metrics(&self, user: UserId) {
+        self.stack.invalidate_metrics(user).await;
+    }
+
+    /// Records one execution (the seed's `record_operation_execution`):
+    /// a raw [`crate::ExecutionRecord`], parsed here, or a typed
+    /// [`Execution`]. `Ok(false)` if its id was already recorded.
     #[tracing::instrument(
-        name = "analytics.record",
-        skip(self, record),
-        fields(user = %record.user_id, execution = %record.execution_id)
+        name = "analytics.record_operation_execution",
+        skip_all,
+        fields(user, operation)
     )]
-    pub async fn record(&self, record: ExecutionRecord) -> Result<bool> {
-        self.record_execution(record.parse()?).await
+    pub async fn record_operation_execution<E>(&self, execution: E) -> Result<bool>
+    where
+        E: TryInto<Execution>,
+        Error: From<E::Error>,
+    {
+        let execution = execution.try_into()?;
+        let span = tracing::Span::current();
+        span.record("user", tracing::field::display(execution.user_id));
+        span.record(
+            "operation",
+            tracing::field::display(&execution.operation_id),
+        );
+        self.stack.record_operation_execution(execution).await
     }
 
-    /// Records one typed execution.
-    #[tracing::instrument(
-        name = "analytics.record_execution",
-        skip(self, execution),
-        fields(user = %execution.user_id, operation = %execution.operation_id)
-    )]
-    pub async fn record_execution(&self, execution: Execution) -> Result<bool> {
-        let user = execution.user_id;
-        let result = self.repository.record(execution).await;
-        // Even on error: a database error can hide a commit.
-        self.invalidate_metrics(user).await;
-        result
-    }
-
-    /// Records a batch of raw executions in one statement. Every record is
-    /// parsed first; the first bad one is reported with its position and
-    /// nothing is written.
-    #[tracing::instrument(name = "analytics.record_many", skip(self, records), fields(items = records.len()))]
-    pub async fn record_many(&self, records: Vec<ExecutionRecord>) -> Result<RecordSummary> {
-        if records.len() > MAX_BATCH {
+    /// Records a batch of raw records or typed executions in one statement.
+    /// Every item is parsed first; the first bad one is reported with its
+    /// position and nothing is written.
+    #[tracing::instrument(name = "analytics.record_many", skip_all, fields(items = executions.len()))]
+    pub async fn record_many<E>(&self, executions: Vec<E>) -> Result<RecordSummary>
+    where
+        E: TryInto<Execution>,
+        Error: From<E::Error>,
+    {
+        // Before parsing: an oversized batch is refused without the work.
+        if executions.len() > MAX_BATCH {
             return Err(Error::BatchTooLarge {
-                len: records.len(),
+                len: executions.len(),
                 max: MAX_BATCH,
             });
         }
-        let executions = records
+        let executions = executions
             .into_iter()
             .enumerate()
-            .map(|(index, record)| record.parse().map_err(|e| e.at_item(index)))
+            .map(|(index, item)| item.try_into().map_err(|e| Error::from(e).at_item(index)))
             .collect::<Result<Vec<_>>>()?;
-        self.record_executions(executions).await
+        self.stack.record_many(executions).await
     }
 
-    /// Records a batch of typed executions in one statement.
-    #[tracing::instrument(
-        name = "analytics.record_executions",
-        skip(self, executions),
-        fields(items = executions.len())
-    )]
-    pub async fn record_executions(&self, executions: Vec<Execution>) -> Result<RecordSummary> {
-        let users: BTreeSet<UserId> = executions.iter().map(|e| e.user_id).collect();
-        let result = self.repository.record_many(executions).await;
-        for user in users {
-            self.invalidate_metrics(user).await;
-        }
-        result
+    /// The user's logged executions in `range`, ordered by `executed_at`
+    /// then id, at most `limit` (not cached: the log is not a metric).
+    #[tracing::instrument(name = "analytics.executions", skip(self), fields(%user))]
+    pub async fn executions(
+        &self,
+        user: UserId,
+        range: DateRange,
+        limit: usize,
+    ) -> Result<Vec<Execution>> {
+        self.stack.executions(user, range, limit).await
     }
 
     /// The user's cost trend (cached).
-    #[tracing::instrument(name = "analytics.cost_trend", skip(self, query), fields(%user, cache = "hit"))]
+    #[tracing::instrument(name = "analytics.cost_trend", skip(self, query), fields(%user))]
     pub async fn cost_trend(&self, user: UserId, query: &TrendQuery) -> Result<Vec<TrendPoint>> {
-        let key = format!(
-            "{}|{}",
-            query.filter.cache_key(),
-            query.granularity.as_str()
-        );
-        cached(&self.trends, user, key, || {
-            self.repository.cost_trend(user, query)
-        })
-        .await
+        self.stack.cost_trend(user, query).await
     }
 
     /// Totals and latency percentiles over `range`, optionally for one
     /// operation (cached).
-    #[tracing::instrument(name = "analytics.period_summary", skip(self), fields(%user, cache = "hit"))]
+    #[tracing::instrument(name = "analytics.period_summary", skip(self), fields(%user))]
     pub async fn period_summary(
         &self,
         user: UserId,
@@ -201,14 +150,11 @@ impl AnalyticsService {
         if let Some(operation) = operation {
             filter = filter.operation(parse_operation(operation)?);
         }
-        cached(&self.summaries, user, filter.cache_key(), || {
-            self.repository.period_summary(user, &filter)
-        })
-        .await
+        self.stack.period_summary(user, &filter).await
     }
 
     /// Per-model stats of `operation` over `range` (cached).
-    #[tracing::instrument(name = "analytics.model_comparison", skip(self), fields(%user, cache = "hit"))]
+    #[tracing::instrument(name = "analytics.model_comparison", skip(self), fields(%user))]
     pub async fn model_comparison(
         &self,
         user: UserId,
@@ -216,45 +162,32 @@ impl AnalyticsService {
         range: DateRange,
     ) -> Result<Vec<ModelStats>> {
         let operation = parse_operation(operation)?;
-        let key = RollupFilter::new(range)
-            .operation(operation.clone())
-            .cache_key();
-        cached(&self.comparisons, user, key, || {
-            self.repository.model_comparison(user, &operation, range)
-        })
-        .await
+        self.stack.model_comparison(user, &operation, range).await
     }
 
     /// Every SLA target of the user against `range` (cached).
-    #[tracing::instrument(name = "analytics.sla_report", skip(self), fields(%user, cache = "hit"))]
+    #[tracing::instrument(name = "analytics.sla_report", skip(self), fields(%user))]
     pub async fn sla_report(&self, user: UserId, range: DateRange) -> Result<Vec<SlaStatus>> {
-        cached(&self.sla_reports, user, range.to_string(), || {
-            self.repository.sla_report(user, range)
-        })
-        .await
+        self.stack.sla_report(user, range).await
     }
 
     /// Creates or replaces the user's SLA target for its operation.
     #[tracing::instrument(name = "analytics.set_sla_target", skip(self, target), fields(%user))]
     pub async fn set_sla_target(&self, user: UserId, target: SlaTarget) -> Result<()> {
-        let result = self.repository.set_sla_target(user, target).await;
-        self.sla_reports.invalidate_user(user).await;
-        result
+        self.stack.set_sla_target(user, target).await
     }
 
     /// Removes the user's SLA target of `operation`; `Ok(false)` if none.
     #[tracing::instrument(name = "analytics.delete_sla_target", skip(self), fields(%user))]
     pub async fn delete_sla_target(&self, user: UserId, operation: &str) -> Result<bool> {
         let operation = parse_operation(operation)?;
-        let result = self.repository.delete_sla_target(user, &operation).await;
-        self.sla_reports.invalidate_user(user).await;
-        result
+        self.stack.delete_sla_target(user, &operation).await
     }
 
     /// The user's SLA targets.
     #[tracing::instrument(name = "analytics.sla_targets", skip(self), fields(%user))]
     pub async fn sla_targets(&self, user: UserId) -> Result<Vec<SlaTarget>> {
-        self.repository.sla_targets(user).await
+        self.stack.sla_targets(user).await
     }
 
     /// Runs the recommendation rules on the user's data up to today (UTC)
@@ -271,7 +204,7 @@ impl AnalyticsService {
         user: UserId,
         as_of: Date,
     ) -> Result<Vec<Recommendation>> {
-        self.repository
+        self.stack
             .generate_recommendations(user, as_of, &self.thresholds)
             .await
     }
@@ -283,7 +216,7 @@ impl AnalyticsService {
         user: UserId,
         status: Option<RecommendationStatus>,
     ) -> Result<Vec<Recommendation>> {
-        self.repository.recommendations(user, status).await
+        self.stack.recommendations(user, status).await
     }
 
     /// Dismisses an active recommendation.
@@ -293,69 +226,34 @@ impl AnalyticsService {
         user: UserId,
         id: RecommendationId,
     ) -> Result<Recommendation> {
-        self.repository
+        self.stack
             .resolve_recommendation(user, id, Resolution::Dismiss)
             .await
     }
 
-    /// Marks an active recommendation applied. Carrying out its
-    /// [`Recommendation::action`] (e.g. changing a preferred model) is the
-    /// caller's part: the opsdeck facade does both.
-    #[tracing::instrument(name = "analytics.apply_recommendation", skip(self), fields(%user, %id))]
-    pub async fn apply_recommendation(
+    /// Marks an active recommendation applied — only marks it: carrying out
+    /// its [`Recommendation::action`] (e.g. changing a preferred model) is
+    /// the caller's part; the opsdeck facade's `apply_recommendation` does
+    /// both.
+    #[tracing::instrument(name = "analytics.mark_recommendation_applied", skip(self), fields(%user, %id))]
+    pub async fn mark_recommendation_applied(
         &self,
         user: UserId,
         id: RecommendationId,
     ) -> Result<Recommendation> {
-        self.repository
+        self.stack
             .resolve_recommendation(user, id, Resolution::Apply)
             .await
     }
 
-    /// Retention (see [`AnalyticsRepository::purge_executions_before`]).
-    /// Metrics come from the rollups, which stay, so no cache is dropped.
+    /// Retention (see [`AnalyticsRepository::purge_executions_before`]);
+    /// drops every cached metric.
     #[tracing::instrument(name = "analytics.purge", skip(self))]
     pub async fn purge_executions_before(&self, cutoff: OffsetDateTime) -> Result<RetentionReport> {
-        self.repository.purge_executions_before(cutoff).await
+        self.stack.purge_executions_before(cutoff).await
     }
-
-    /// Drops every cached metric of `user` (e.g. after an out-of-band write).
-    pub async fn invalidate_metrics(&self, user: UserId) {
-        self.trends.invalidate_user(user).await;
-        self.summaries.invalidate_user(user).await;
-        self.comparisons.invalidate_user(user).await;
-        self.sla_reports.invalidate_user(user).await;
-    }
-}
-
-/// One metrics cache namespace.
-fn namespace<V: CacheValue>(
-    name: &'static str,
-    config: &AnalyticsConfig,
-    tiers: &Tiers,
-) -> Cache<V> {
-    let cache = CacheConfig::new(name, config.metrics_ttl).with_max_capacity(config.cache_capacity);
-    Cache::with_tiers(cache, tiers.clone())
 }
 
 fn parse_operation(operation: &str) -> Result<OperationId> {
-    OperationId::parse(operation).map_err(|e| Error::invalid("operation_id", e.to_string()))
-}
-
-/// `cache.get_or_load` of a shared value, recording a miss in the current
-/// span's `cache` field; the caller gets its own copy.
-async fn cached<T, F, Fut>(cache: &Cache<Arc<T>>, user: UserId, item: String, load: F) -> Result<T>
-where
-    T: Clone,
-    Arc<T>: CacheValue,
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = Result<T>>,
-{
-    cache
-        .get_or_load(&CacheKey::new(user, item), || async {
-            tracing::Span::current().record("cache", "miss");
-            load().await.map(Arc::new)
-        })
-        .await
-        .map(|value| value.as_ref().clone())
+    OperationId::parse(operation).map_err(|e| Validation::from(("operation_id", e)).into())
 }

@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 use time::Date;
 
 use crate::error::{Error, Result};
+use crate::histogram::LatencyHistogram;
+use crate::limits::MAX_LATENCY_MS;
 use crate::report::{DailyRollup, Totals, group_by};
-use crate::{LatencyHistogram, MAX_LATENCY_MS};
 
 const PPM: i128 = 1_000_000;
 

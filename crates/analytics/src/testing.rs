@@ -5,7 +5,8 @@
 //! [`retention_forgets_old_executions_but_keeps_rollups`], which moves the
 //! backend's global retention horizon and needs a backend of its own.
 //! Backends call [`run_all`] (and the retention check on a fresh backend)
-//! from their integration tests; see `tests/analytics/`.
+//! from their integration tests, and so does the [`crate::Cached`] stack
+//! over each backend; see `tests/analytics/`.
 //!
 //! All data is placed relative to yesterday (UTC), so every timestamp is in
 //! the past whatever the time of day the suite runs. The checks panic with
@@ -18,8 +19,8 @@ use opsdeck_core::{ModelRef, OperationId, UserId};
 use time::{Date, Duration as Days, OffsetDateTime};
 
 use crate::{
-    AnalyticsReports, AnalyticsRepository, Breach, DateRange, Error, ErrorKind, Execution, Finding,
-    Granularity, LatencyHistogram, MAX_BATCH, Money, RecommendationStatus,
+    AnalyticsRepository, AnalyticsRepositoryExt, Breach, DateRange, Error, ErrorKind, Execution,
+    Finding, Granularity, LatencyHistogram, MAX_BATCH, Money, RecommendationStatus,
     RecommendationThresholds, RecommendedAction, Resolution, RollupFilter, SlaTarget, SuccessRate,
     Totals, TrendQuery,
 };
@@ -126,9 +127,7 @@ pub fn assert_invalid<T: std::fmt::Debug>(
     item: Option<usize>,
 ) {
     match result {
-        Err(Error::Validation {
-            field: f, item: i, ..
-        }) if f == field && i == item => {}
+        Err(Error::Validation(v)) if v.field == field && v.item == item => {}
         other => panic!("expected invalid {field} at {item:?}, got {other:?}"),
     }
 }
@@ -161,6 +160,7 @@ pub async fn run_all(repo: &dyn AnalyticsRepository) {
     rising_cost_is_recommended_only_when_faster_than_usage(repo).await;
     failing_model_is_recommended_above_threshold(repo).await;
     recommendation_lifecycle(repo).await;
+    reads_follow_writes(repo).await;
 }
 
 /// What is recorded reads back: the log rows and the daily rollups, exactly.
@@ -187,7 +187,10 @@ pub async fn records_and_reads_back(repo: &dyn AnalyticsRepository) {
         execution(user, "translate", "deepseek/deepseek-chat", 1, 300, 3),
     ];
     for run in &runs {
-        assert!(repo.record(run.clone()).await.unwrap(), "first time is new");
+        assert!(
+            repo.record_operation_execution(run.clone()).await.unwrap(),
+            "first time is new"
+        );
     }
     let mut logged = repo.executions(user, last_days(5), 100).await.unwrap();
     logged.sort_by_key(|e| (e.executed_at, e.execution_id));
@@ -249,13 +252,13 @@ pub async fn retries_count_once(repo: &dyn AnalyticsRepository) {
     );
     for run in &runs[..5] {
         assert!(
-            !repo.record(run.clone()).await.unwrap(),
+            !repo.record_operation_execution(run.clone()).await.unwrap(),
             "a single retry adds nothing"
         );
     }
     let changed = runs[7].clone().cost(Money::from_micros(999_999));
     assert!(
-        !repo.record(changed).await.unwrap(),
+        !repo.record_operation_execution(changed).await.unwrap(),
         "same id, other payload: still a retry"
     );
 
@@ -309,7 +312,7 @@ pub async fn bad_input_writes_nothing(repo: &dyn AnalyticsRepository) {
     for (bad, field) in cases {
         let batch = vec![good(), good(), bad.clone(), good()];
         assert_invalid(repo.record_many(batch).await, field, Some(2));
-        assert_invalid(repo.record(bad).await, field, None);
+        assert_invalid(repo.record_operation_execution(bad).await, field, None);
     }
     let oversized: Vec<Execution> = (0..=MAX_BATCH).map(|_| good()).collect();
     let err = repo.record_many(oversized).await.unwrap_err();
@@ -346,9 +349,9 @@ pub async fn users_are_isolated(repo: &dyn AnalyticsRepository) {
     let run_b = execution(b, "shared", "x/model", 1, 500, 20);
     let mut run_a = execution(a, "shared", "x/model", 1, 700, 30);
     run_a.execution_id = run_b.execution_id; // ids are scoped by user
-    assert!(repo.record(run_b).await.unwrap());
+    assert!(repo.record_operation_execution(run_b).await.unwrap());
     assert!(
-        repo.record(run_a).await.unwrap(),
+        repo.record_operation_execution(run_a).await.unwrap(),
         "the same id of another user is new"
     );
     for (user, cost) in [(a, 700), (b, 500)] {
@@ -967,6 +970,93 @@ pub async fn recommendation_lifecycle(repo: &dyn AnalyticsRepository) {
     );
 }
 
+/// What [`reads_follow_writes`] reads: executions in the summary, cost of
+/// the daily trend, models compared, SLA statuses and the executions the
+/// first status counts.
+async fn metrics_of(
+    repo: &dyn AnalyticsRepository,
+    user: UserId,
+    range: DateRange,
+) -> (i64, Money, usize, usize, Option<i64>) {
+    let summary = repo
+        .period_summary(user, &RollupFilter::new(range))
+        .await
+        .unwrap();
+    let trend = repo
+        .cost_trend(user, &TrendQuery::new(range, Granularity::Day))
+        .await
+        .unwrap();
+    let models = repo
+        .model_comparison(user, &op("summarize"), range)
+        .await
+        .unwrap();
+    let sla = repo.sla_report(user, range).await.unwrap();
+    (
+        summary.totals.executions,
+        trend.iter().map(|p| p.totals.cost).sum(),
+        models.len(),
+        sla.len(),
+        sla.first().map(|s| s.totals.executions),
+    )
+}
+
+/// Every metric read sees every write before it — a single record, a
+/// batch, an SLA target set and deleted — even when the same read was made
+/// just before the write. Trivial for a plain backend; for a caching
+/// wrapper it proves each write drops what it changes.
+pub async fn reads_follow_writes(repo: &dyn AnalyticsRepository) {
+    let user = UserId::random();
+    let range = last_days(3);
+    let money = Money::from_micros;
+    assert_eq!(
+        metrics_of(repo, user, range).await,
+        (0, money(0), 0, 0, None)
+    );
+
+    let one = execution(user, "summarize", "m/a", 1, 100, 10);
+    assert!(repo.record_operation_execution(one).await.unwrap());
+    assert_eq!(
+        metrics_of(repo, user, range).await,
+        (1, money(100), 1, 0, None)
+    );
+
+    let batch = vec![
+        execution(user, "summarize", "m/b", 1, 200, 10),
+        execution(user, "summarize", "m/b", 2, 400, 10),
+    ];
+    assert_eq!(repo.record_many(batch).await.unwrap().recorded, 2);
+    assert_eq!(
+        metrics_of(repo, user, range).await,
+        (3, money(700), 2, 0, None)
+    );
+
+    let target = SlaTarget::new(op("summarize"), SuccessRate::from_ppm(0).unwrap(), 1_023)
+        .expect("valid target");
+    repo.set_sla_target(user, target).await.unwrap();
+    assert_eq!(
+        metrics_of(repo, user, range).await,
+        (3, money(700), 2, 1, Some(3))
+    );
+
+    let another = execution(user, "summarize", "m/a", 0, 800, 10);
+    assert!(repo.record_operation_execution(another).await.unwrap());
+    assert_eq!(
+        metrics_of(repo, user, range).await,
+        (4, money(1_500), 2, 1, Some(4)),
+        "a record changes the SLA report too"
+    );
+
+    assert!(
+        repo.delete_sla_target(user, &op("summarize"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        metrics_of(repo, user, range).await,
+        (4, money(1_500), 2, 0, None)
+    );
+}
+
 /// Retention: executions before the cutoff's month are forgotten and
 /// refused from then on, rollups stay, the horizon never moves back, and a
 /// cutoff in the future is refused. Needs a backend of its own.
@@ -1009,16 +1099,17 @@ pub async fn retention_forgets_old_executions_but_keeps_rollups(repo: &dyn Analy
     assert_eq!(after.totals, totals_of(&all));
 
     // The SQL function cannot tell which item; the in-memory backend can.
-    assert_invalid(repo.record(old[0].clone()).await, "executed_at", None);
+    assert_invalid(
+        repo.record_operation_execution(old[0].clone()).await,
+        "executed_at",
+        None,
+    );
     match repo.record_many(old.clone()).await {
-        Err(Error::Validation {
-            field: "executed_at",
-            ..
-        }) => {}
+        Err(Error::Validation(v)) if v.field == "executed_at" => {}
         other => panic!("expected invalid executed_at, got {other:?}"),
     }
     assert!(
-        !repo.record(recent).await.unwrap(),
+        !repo.record_operation_execution(recent).await.unwrap(),
         "recent ids are still known"
     );
 

@@ -262,12 +262,21 @@ impl RemoteStore for RedisRemoteStore {
 /// A background task keeps one subscription, reconnects with backoff, and
 /// emits [`BusEvent::Resync`] after every (re)subscription, since pub/sub
 /// drops what is published while a subscriber is away.
-#[derive(Debug)]
 pub struct RedisInvalidationBus {
     publisher: ConnectionManager,
     channel: String,
     timeout: Duration,
     reader: ReaderTask,
+}
+
+impl std::fmt::Debug for RedisInvalidationBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The connection knows the URL, which may carry a password: never print it.
+        f.debug_struct("RedisInvalidationBus")
+            .field("channel", &self.channel)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RedisInvalidationBus {

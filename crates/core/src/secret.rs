@@ -103,6 +103,12 @@ impl From<String> for SecretUrl {
     }
 }
 
+impl From<&String> for SecretUrl {
+    fn from(url: &String) -> Self {
+        SecretUrl::new(url.as_str())
+    }
+}
+
 impl From<&str> for SecretUrl {
     fn from(url: &str) -> Self {
         SecretUrl::new(url)

@@ -5,13 +5,12 @@
 //! [`FunctionName`], whose characters cannot end a quoted identifier.
 
 use std::fmt;
-use std::str::FromStr;
 
-use opsdeck_core::{OperationId, UserId};
+use opsdeck_core::{OperationId, Snippet, UserId};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::JobName;
+use crate::name::JobName;
 
 /// Why a command (or one of its values) was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,13 +39,13 @@ pub enum CommandError {
     #[error(
         "function name {0:?} must be `name` or `schema.name`, each 1-63 characters of a-z, 0-9, '_' not starting with a digit"
     )]
-    FunctionName(String),
+    FunctionName(Snippet),
     /// A stored command could not be read back (kind unknown or arguments
     /// malformed).
     #[error("stored command of kind {kind:?} is invalid: {reason}")]
     Stored {
-        /// The stored kind.
-        kind: String,
+        /// The stored kind (cut to 80 characters).
+        kind: Snippet,
         /// What is wrong.
         reason: String,
     },
@@ -106,7 +105,7 @@ fn literal(s: &str) -> String {
 pub struct SqlText(Box<str>);
 
 impl SqlText {
-    /// Checks `s` (no NUL, size limit).
+    /// Checks `s` (no NUL, size limit), keeping its allocation.
     pub fn new(s: impl Into<String>) -> Result<Self, CommandError> {
         let s = s.into();
         if s.contains('\0') {
@@ -122,30 +121,18 @@ impl SqlText {
         Ok(SqlText(s.into()))
     }
 
+    /// Checks `s`; see [`SqlText::new`].
+    pub fn parse(s: &str) -> Result<Self, CommandError> {
+        Self::new(s)
+    }
+
     /// The text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 }
 
-impl TryFrom<String> for SqlText {
-    type Error = CommandError;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        Self::new(s)
-    }
-}
-
-impl From<SqlText> for String {
-    fn from(t: SqlText) -> Self {
-        t.0.into()
-    }
-}
-
-impl fmt::Debug for SqlText {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.0, f)
-    }
-}
+opsdeck_core::text_id!(SqlText, CommandError);
 
 /// A JSON value safe to hand to PostgreSQL's `jsonb`: no NUL in any string
 /// or key (`jsonb` refuses `\u0000`), at most [`MAX_VALUE_BYTES`] compact.
@@ -217,79 +204,49 @@ impl fmt::Debug for JsonValue {
 /// A SQL function to call: `name` or `schema.name`, each part 1–63
 /// characters of `[a-z0-9_]` not starting with a digit. Rendered as quoted
 /// identifiers (`"schema"."name"`); no allowed character can end one.
-#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+///
+/// Two names are equal when their text is: `record_note` and
+/// `public.record_note` differ (the first resolves through the
+/// `search_path` of whoever runs it).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct FunctionName {
-    schema: Option<Box<str>>,
-    name: Box<str>,
-}
+pub struct FunctionName(Box<str>);
 
 impl FunctionName {
     /// Parses `name` or `schema.name`.
     pub fn parse(s: &str) -> Result<Self, CommandError> {
         let ident = |part: &str| {
-            let ok = (1..=63).contains(&part.len())
+            (1..=63).contains(&part.len())
                 && part
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-                && !part.as_bytes()[0].is_ascii_digit();
-            ok.then(|| Box::<str>::from(part))
+                && !part.as_bytes()[0].is_ascii_digit()
         };
-        let bad = || CommandError::FunctionName(s.chars().take(80).collect());
-        match s.split_once('.') {
-            Some((schema, name)) => Ok(FunctionName {
-                schema: Some(ident(schema).ok_or_else(bad)?),
-                name: ident(name).ok_or_else(bad)?,
-            }),
-            None => Ok(FunctionName {
-                schema: None,
-                name: ident(s).ok_or_else(bad)?,
-            }),
+        let ok = match s.split_once('.') {
+            Some((schema, name)) => ident(schema) && ident(name),
+            None => ident(s),
+        };
+        if ok {
+            Ok(FunctionName(s.into()))
+        } else {
+            Err(CommandError::FunctionName(Snippet::new(s)))
         }
+    }
+
+    /// The name as written (`name` or `schema.name`).
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 
     fn to_sql(&self) -> String {
-        match &self.schema {
-            Some(schema) => format!("\"{schema}\".\"{}\"", self.name),
-            None => format!("\"{}\"", self.name),
+        match self.0.split_once('.') {
+            Some((schema, name)) => format!("\"{schema}\".\"{name}\""),
+            None => format!("\"{}\"", self.0),
         }
     }
 }
 
-impl FromStr for FunctionName {
-    type Err = CommandError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::parse(s)
-    }
-}
-
-impl TryFrom<String> for FunctionName {
-    type Error = CommandError;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        Self::parse(&s)
-    }
-}
-
-impl From<FunctionName> for String {
-    fn from(f: FunctionName) -> Self {
-        f.to_string()
-    }
-}
-
-impl fmt::Display for FunctionName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.schema {
-            Some(schema) => write!(f, "{schema}.{}", self.name),
-            None => f.write_str(&self.name),
-        }
-    }
-}
-
-impl fmt::Debug for FunctionName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "FunctionName({self})")
-    }
-}
+opsdeck_core::text_id!(FunctionName, CommandError);
 
 /// A typed argument of [`JobCommand::CallFunction`], rendered as a literal
 /// with an explicit cast.
@@ -341,7 +298,7 @@ impl SqlValue {
 /// `RefreshRecommendations` cannot do their work inside PostgreSQL (they call
 /// models and analytics in Rust), so they queue a request in
 /// `opsdeck.cron_job_requests` that the application takes with
-/// `CronRegistry::take_requests`.
+/// [`crate::CronRegistry::take_requests`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
@@ -435,7 +392,7 @@ impl JobCommand {
     /// every value.
     pub fn from_stored(kind: &str, arguments: serde_json::Value) -> Result<Self, CommandError> {
         let stored = |reason: String| CommandError::Stored {
-            kind: kind.chars().take(80).collect(),
+            kind: Snippet::new(kind),
             reason,
         };
         let serde_json::Value::Object(mut map) = arguments else {

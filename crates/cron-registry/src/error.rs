@@ -1,19 +1,16 @@
-use opsdeck_core::ParseError;
+//! [`Error`]: everything that can go wrong in the cron registry.
 
-use crate::{CommandError, ScheduleError};
+use crate::command::CommandError;
+use crate::schedule::ScheduleError;
 
 /// Everything that can go wrong in the cron registry.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// An input value was refused; nothing was written.
-    #[error("invalid {field}: {reason}")]
-    Validation {
-        /// Which input (`job name`, `operation id`, …).
-        field: &'static str,
-        /// What is wrong.
-        reason: String,
-    },
+    /// An input value was refused (`field` names it: `job name`,
+    /// `operation id`, `command`, …); nothing was written.
+    #[error(transparent)]
+    Validation(#[from] opsdeck_core::Validation),
     /// The schedule was refused (syntax, or a form the detected pg_cron
     /// version does not have); nothing was written.
     #[error(transparent)]
@@ -53,16 +50,6 @@ pub enum Error {
         #[source]
         source: sqlx::Error,
     },
-}
-
-impl Error {
-    /// A value that failed to parse.
-    pub(crate) fn parse(field: &'static str, error: ParseError) -> Self {
-        Error::Validation {
-            field,
-            reason: error.to_string(),
-        }
-    }
 }
 
 /// Shorthand for this crate's results.

@@ -1,3 +1,5 @@
+//! [`InMemoryCronRegistry`]: jobs in process memory, fired by the runner.
+
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 
@@ -5,15 +7,20 @@ use async_trait::async_trait;
 use opsdeck_core::{OperationId, UserId};
 use time::OffsetDateTime;
 
-use crate::runner::{JobExecutor, RunStore};
-use crate::{
-    CronJob, CronRegistry, CronRequest, HistoryScope, JobCommand, JobName, JobRun, MAX_HISTORY,
-    NewJob, PgCronVersion, ReconcileReport, RequestKind, Result, RunStatus, SchedulerKind,
+use crate::command::JobCommand;
+use crate::error::Result;
+use crate::model::{
+    CronJob, CronRequest, HistoryScope, JobRun, NewJob, ReconcileReport, RequestKind, RunStatus,
+    SchedulerKind,
 };
+use crate::name::JobName;
+use crate::registry::{CronRegistry, MAX_HISTORY};
+use crate::runner::{JobExecutor, RunStore};
+use crate::schedule::PgCronVersion;
 
 /// Jobs kept in process memory, fired by a [`crate::CronRunner`]: the
 /// embedded default when no database is configured, and a test double that
-/// behaves like `PgJobRegistry` in runner mode (both pass [`crate::testing`]).
+/// behaves like `PgCronRegistry` in runner mode (both pass [`crate::testing`]).
 ///
 /// It is its own [`RunStore`] and [`JobExecutor`]: `RunOperation` and
 /// `RefreshRecommendations` queue requests (see
@@ -23,7 +30,7 @@ use crate::{
 /// One mutex guards everything, so each call is atomic; calls never await
 /// while holding it.
 #[derive(Debug)]
-pub struct InMemoryJobRegistry {
+pub struct InMemoryCronRegistry {
     syntax: PgCronVersion,
     state: Mutex<State>,
 }
@@ -46,13 +53,13 @@ struct Run {
     run: JobRun,
 }
 
-impl Default for InMemoryJobRegistry {
+impl Default for InMemoryCronRegistry {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl InMemoryJobRegistry {
+impl InMemoryCronRegistry {
     /// An empty registry accepting pg_cron 1.4 syntax, so schedules stay
     /// valid when the application later moves to pg_cron on Debian bookworm.
     pub fn new() -> Self {
@@ -62,7 +69,7 @@ impl InMemoryJobRegistry {
     /// An empty registry accepting the schedule syntax of pg_cron `syntax`
     /// (the runner itself understands every form).
     pub fn with_syntax(syntax: PgCronVersion) -> Self {
-        InMemoryJobRegistry {
+        InMemoryCronRegistry {
             syntax,
             state: Mutex::new(State::default()),
         }
@@ -76,7 +83,7 @@ impl InMemoryJobRegistry {
 }
 
 #[async_trait]
-impl CronRegistry for InMemoryJobRegistry {
+impl CronRegistry for InMemoryCronRegistry {
     fn scheduler(&self) -> SchedulerKind {
         SchedulerKind::Runner
     }
@@ -85,7 +92,7 @@ impl CronRegistry for InMemoryJobRegistry {
         self.syntax
     }
 
-    async fn register(&self, job: NewJob) -> Result<CronJob> {
+    async fn register_cron_job(&self, job: NewJob) -> Result<CronJob> {
         job.schedule.check_version(self.syntax)?;
         let now = OffsetDateTime::now_utc();
         let mut state = self.state();
@@ -122,7 +129,7 @@ impl CronRegistry for InMemoryJobRegistry {
         Ok(created)
     }
 
-    async fn unregister(&self, user: UserId, name: &JobName) -> Result<bool> {
+    async fn unregister_cron_job(&self, user: UserId, name: &JobName) -> Result<bool> {
         let mut state = self.state();
         let Some(job) = state.jobs.remove(&(user, name.clone())) else {
             return Ok(false);
@@ -132,7 +139,7 @@ impl CronRegistry for InMemoryJobRegistry {
         Ok(true)
     }
 
-    async fn exists(&self, user: UserId, name: &JobName) -> Result<bool> {
+    async fn check_cron_job_exists(&self, user: UserId, name: &JobName) -> Result<bool> {
         Ok(self.state().jobs.contains_key(&(user, name.clone())))
     }
 
@@ -231,7 +238,7 @@ fn run_age(run: &JobRun) -> Option<OffsetDateTime> {
 }
 
 #[async_trait]
-impl RunStore for InMemoryJobRegistry {
+impl RunStore for InMemoryCronRegistry {
     async fn runnable_jobs(&self) -> Result<Vec<CronJob>> {
         Ok(self
             .state()
@@ -291,7 +298,7 @@ impl RunStore for InMemoryJobRegistry {
 }
 
 #[async_trait]
-impl JobExecutor for InMemoryJobRegistry {
+impl JobExecutor for InMemoryCronRegistry {
     async fn execute(&self, job: &CronJob) -> std::result::Result<String, String> {
         let now = OffsetDateTime::now_utc();
         let mut state = self.state();

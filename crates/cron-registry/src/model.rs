@@ -1,8 +1,12 @@
+//! The registry's data: jobs, runs, repairs and queued requests.
+
 use opsdeck_core::{OperationId, UserId};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::{CommandContext, CronSchedule, JobCommand, JobName};
+use crate::command::{CommandContext, JobCommand};
+use crate::name::JobName;
+use crate::schedule::CronSchedule;
 
 /// Who fires a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -1,17 +1,16 @@
-use std::fmt;
-use std::str::FromStr;
+//! [`JobName`]: the per-user name of a job.
 
-use opsdeck_core::{ParseError, UserId};
+use opsdeck_core::{ParseError, Snippet};
+use serde::{Deserialize, Serialize};
 
 const KIND: &str = "job name";
-use serde::{Deserialize, Serialize};
 
 /// The name of a job, unique per user: 1–63 bytes of ASCII letters, digits,
 /// `_`, `-`, `.` and `:`, starting with a letter or digit.
 ///
 /// 63 bytes is PostgreSQL's `name` length, at which pg_cron 1.4 cuts job
 /// names. The name pg_cron itself sees is derived from the registry row
-/// (`{prefix}{id}`, see `PgJobRegistry`), so two users' `nightly` jobs never
+/// (`{prefix}{id}`, see `PgCronRegistry`), so two users' `nightly` jobs never
 /// collide in pg_cron, whose job names are unique per database role only.
 ///
 /// ```
@@ -63,75 +62,17 @@ impl JobName {
     }
 }
 
-/// A `ParseError::InvalidChar` for `s`.
-///
-/// `opsdeck_core` does not re-export its `Snippet` type, so the snippet is
-/// borrowed from a failed `UserId` parse of the same text (which keeps the
-/// input cut to 80 characters). Text that happens to be a valid UUID cannot
-/// reach this (a UUID's characters are all allowed here, except in braced
-/// form, which then reports an empty snippet).
+/// A `ParseError::InvalidChar` for `s`, with core's one input cut.
 fn invalid_char(s: &str, found: char, allowed: &'static str) -> ParseError {
-    let input = match (s.parse::<UserId>(), "".parse::<UserId>()) {
-        (Err(ParseError::Malformed { input, .. }), _) => input,
-        (_, Err(ParseError::Malformed { input, .. })) => input,
-        _ => {
-            return ParseError::Empty {
-                kind: "job name (unprintable)",
-            };
-        }
-    };
     ParseError::InvalidChar {
         kind: KIND,
-        input,
+        input: Snippet::new(s),
         found,
         allowed,
     }
 }
 
-impl FromStr for JobName {
-    type Err = ParseError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::parse(s)
-    }
-}
-
-impl TryFrom<String> for JobName {
-    type Error = ParseError;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        Self::parse(&s)
-    }
-}
-
-impl TryFrom<&str> for JobName {
-    type Error = ParseError;
-    fn try_from(s: &str) -> Result<Self, Self::Error> {
-        Self::parse(s)
-    }
-}
-
-impl From<JobName> for String {
-    fn from(name: JobName) -> Self {
-        name.0.into()
-    }
-}
-
-impl AsRef<str> for JobName {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for JobName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for JobName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "JobName({:?})", &*self.0)
-    }
-}
+opsdeck_core::text_id!(JobName, ParseError);
 
 #[cfg(test)]
 mod tests {

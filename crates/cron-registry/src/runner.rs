@@ -9,10 +9,11 @@ use time::OffsetDateTime;
 use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::{CronJob, Result, RunStatus};
+use crate::error::Result;
+use crate::model::{CronJob, RunStatus};
 
 /// Where a [`CronRunner`] finds jobs and records runs. Implemented by
-/// `PgJobRegistry` (runner mode) and [`crate::InMemoryJobRegistry`].
+/// `PgCronRegistry` (runner mode) and [`crate::InMemoryCronRegistry`].
 #[async_trait]
 pub trait RunStore: Send + Sync + std::fmt::Debug {
     /// Active jobs this runner is responsible for (scheduler `runner`).
@@ -40,7 +41,7 @@ pub trait RunStore: Send + Sync + std::fmt::Debug {
 
 /// What firing a job does. `SqlExecutor` (feature `postgres`) executes the
 /// job's rendered SQL in the application database, exactly what pg_cron
-/// would run; [`crate::InMemoryJobRegistry`] carries commands out in memory.
+/// would run; [`crate::InMemoryCronRegistry`] carries commands out in memory.
 #[async_trait]
 pub trait JobExecutor: Send + Sync + std::fmt::Debug {
     /// Runs the job once: `Ok(message)` on success, `Err(message)` on

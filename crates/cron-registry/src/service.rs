@@ -1,76 +1,137 @@
+//! [`CronService`]: what applications call, over raw input, with the
+//! policy stack between it and the backend.
+
 use std::sync::Arc;
 
-use opsdeck_core::{OperationId, UserId};
+use opsdeck_core::{OperationId, ParseError, UserId, Validation};
 use time::OffsetDateTime;
 
+use crate::allow_list::AllowList;
+use crate::command::{FunctionName, JobCommand};
 use crate::error::{Error, Result};
-use crate::{
-    CronJob, CronRegistry, CronRegistryExt, CronRequest, CronSchedule, FunctionName, HistoryScope,
-    JobCommand, JobName, JobRun, NewJob, ReconcileReport,
+use crate::model::{
+    CronJob, CronRequest, HistoryScope, JobRun, NewJob, ReconcileReport, SchedulerKind,
 };
+use crate::name::JobName;
+use crate::registry::{CronRegistry, CronRegistryExt};
+use crate::schedule::{CronSchedule, PgCronVersion};
 
 /// What applications call: parses raw input (job names, operation ids and
 /// schedules, the latter in the syntax of the backend's pg_cron version)
-/// before anything reaches the registry, and traces every call.
+/// at the edge, passes it through its policies to the registry, and traces
+/// every call. Each method has the name of the [`CronRegistry`] operation
+/// it performs.
 ///
 /// No cache: job reads are rare and must reflect pause/resume at once.
 /// Cloning is cheap.
 ///
+/// The service holds the registry behind an [`AllowList`] and hands out no
+/// reference to either, so every write goes through the policy:
 /// `JobCommand::CallFunction` runs a SQL function with the scheduler's
-/// privileges (pg_cron's role, often a superuser), so the service only
-/// registers functions the application allowed with
-/// [`CronService::allow_function`]; anything else is
-/// [`Error::Validation`] and nothing is written.
+/// privileges (pg_cron's role, often a superuser), so only functions
+/// allowed when the service was built may be registered (see
+/// [`CronService::builder`]); anything else is [`crate::Error::Validation`]
+/// (field `command`) and nothing is written.
 #[derive(Debug, Clone)]
 pub struct CronService {
+    registry: AllowList<Arc<dyn CronRegistry>>,
+}
+
+/// Builds a [`CronService`]; see [`CronService::builder`].
+#[derive(Debug)]
+#[must_use]
+pub struct CronServiceBuilder {
     registry: Arc<dyn CronRegistry>,
-    allowed_functions: Arc<std::collections::BTreeSet<String>>,
+    functions: Vec<String>,
 }
 
-fn name(raw: &str) -> Result<JobName> {
-    JobName::parse(raw).map_err(|e| Error::parse("job name", e))
-}
-
-fn operation(raw: &str) -> Result<OperationId> {
-    OperationId::parse(raw).map_err(|e| Error::parse("operation id", e))
-}
-
-impl CronService {
-    /// A service over `registry`.
-    pub fn new(registry: Arc<dyn CronRegistry>) -> Self {
-        CronService {
-            registry,
-            allowed_functions: Arc::default(),
-        }
-    }
-
-    /// Lets jobs call `function` (`schema.name` as written in
-    /// [`FunctionName`]). Allow only functions that are safe for any user to
-    /// run with any arguments: they run with the scheduler's privileges.
-    pub fn allow_function(mut self, function: &FunctionName) -> Self {
-        Arc::make_mut(&mut self.allowed_functions).insert(function.to_string());
+impl CronServiceBuilder {
+    /// Lets jobs call `function` (`name` or `schema.name` as written in
+    /// [`FunctionName`]; checked by [`CronServiceBuilder::build`]). Allow
+    /// only functions that are safe for any user to run with any arguments:
+    /// they run with the scheduler's privileges.
+    pub fn allow_function(mut self, function: impl AsRef<str>) -> Self {
+        self.functions.push(function.as_ref().to_owned());
         self
     }
 
-    fn check_command(&self, command: &JobCommand) -> Result<()> {
-        match command {
-            JobCommand::CallFunction { function, .. }
-                if !self.allowed_functions.contains(&function.to_string()) =>
-            {
-                Err(Error::Validation {
-                    field: "command",
-                    reason: format!(
-                        "function {function} is not allowed; allow it with CronService::allow_function"
-                    ),
-                })
-            }
-            _ => Ok(()),
+    /// Lets jobs call every function of `functions`; see
+    /// [`CronServiceBuilder::allow_function`].
+    pub fn allow_functions<I>(mut self, functions: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        self.functions
+            .extend(functions.into_iter().map(|f| f.as_ref().to_owned()));
+        self
+    }
+
+    /// The service; [`crate::Error::Command`] if an allowed function's name
+    /// is not a valid [`FunctionName`].
+    pub fn build(self) -> Result<CronService> {
+        Ok(CronService {
+            registry: AllowList::new(self.registry).allow_functions(&self.functions)?,
+        })
+    }
+}
+
+fn name(raw: &str) -> Result<JobName> {
+    JobName::parse(raw).map_err(|e| refused("job name", e))
+}
+
+fn operation(raw: &str) -> Result<OperationId> {
+    OperationId::parse(raw).map_err(|e| refused("operation id", e))
+}
+
+fn refused(field: &'static str, error: ParseError) -> Error {
+    Validation::from((field, error)).into()
+}
+
+impl CronService {
+    /// A service over `registry` that allows no SQL function (every
+    /// `CallFunction` job is refused); use [`CronService::builder`] to allow
+    /// some.
+    pub fn new(registry: Arc<dyn CronRegistry>) -> Self {
+        CronService {
+            registry: AllowList::new(registry),
         }
     }
 
-    /// The registry behind the service.
-    pub fn registry(&self) -> &Arc<dyn CronRegistry> {
-        &self.registry
+    /// A builder over `registry`, for the policy options:
+    ///
+    /// ```
+    /// # fn main() -> Result<(), opsdeck_cron_registry::Error> {
+    /// use std::sync::Arc;
+    /// use opsdeck_cron_registry::{CronService, InMemoryCronRegistry};
+    ///
+    /// let cron = CronService::builder(Arc::new(InMemoryCronRegistry::new()))
+    ///     .allow_functions(["public.refresh_stats", "opsdeck.rollup"])
+    ///     .build()?;
+    /// assert_eq!(cron.allowed_functions().count(), 2);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn builder(registry: Arc<dyn CronRegistry>) -> CronServiceBuilder {
+        CronServiceBuilder {
+            registry,
+            functions: Vec::new(),
+        }
+    }
+
+    /// The SQL functions jobs may call, in name order.
+    pub fn allowed_functions(&self) -> impl Iterator<Item = &FunctionName> {
+        self.registry.allowed_functions()
+    }
+
+    /// Who fires jobs registered here (pg_cron or the in-process runner).
+    pub fn scheduler(&self) -> SchedulerKind {
+        self.registry.scheduler()
+    }
+
+    /// The pg_cron version whose schedule syntax is accepted.
+    pub fn syntax(&self) -> PgCronVersion {
+        self.registry.syntax()
     }
 
     /// Parses `schedule` for this backend's pg_cron version.
@@ -79,9 +140,10 @@ impl CronService {
     }
 
     /// Creates or replaces the user's job `job_name` (active). Every input
-    /// is validated first; on any error nothing is written.
-    #[tracing::instrument(name = "cron.service.register", skip(self, command), fields(%user, job = job_name, operation = operation_id))]
-    pub async fn register(
+    /// is checked first (names, schedule, the function allow-list); on any
+    /// error nothing is written.
+    #[tracing::instrument(name = "cron.service.register_cron_job", skip(self, command), fields(%user, job = job_name, operation = operation_id))]
+    pub async fn register_cron_job(
         &self,
         user: UserId,
         job_name: &str,
@@ -89,7 +151,6 @@ impl CronService {
         schedule: &str,
         command: JobCommand,
     ) -> Result<CronJob> {
-        self.check_command(&command)?;
         let job = NewJob::new(
             user,
             name(job_name)?,
@@ -97,27 +158,23 @@ impl CronService {
             self.parse_schedule(schedule)?,
             command,
         );
-        self.registry.register(job).await
-    }
-
-    /// Registers an already-parsed job (its schedule is still checked
-    /// against the backend's version).
-    #[tracing::instrument(name = "cron.service.register_job", skip(self, job), fields(user = %job.user_id, job = %job.name))]
-    pub async fn register_job(&self, job: NewJob) -> Result<CronJob> {
-        self.check_command(&job.command)?;
-        self.registry.register(job).await
+        self.registry.register_cron_job(job).await
     }
 
     /// Removes the user's job; `Ok(false)` if there was none.
-    #[tracing::instrument(name = "cron.service.unregister", skip(self), fields(%user))]
-    pub async fn unregister(&self, user: UserId, job_name: &str) -> Result<bool> {
-        self.registry.unregister(user, &name(job_name)?).await
+    #[tracing::instrument(name = "cron.service.unregister_cron_job", skip(self), fields(%user))]
+    pub async fn unregister_cron_job(&self, user: UserId, job_name: &str) -> Result<bool> {
+        self.registry
+            .unregister_cron_job(user, &name(job_name)?)
+            .await
     }
 
     /// Whether the user has a job of that name.
-    #[tracing::instrument(name = "cron.service.exists", skip(self), fields(%user))]
-    pub async fn exists(&self, user: UserId, job_name: &str) -> Result<bool> {
-        self.registry.exists(user, &name(job_name)?).await
+    #[tracing::instrument(name = "cron.service.check_cron_job_exists", skip(self), fields(%user))]
+    pub async fn check_cron_job_exists(&self, user: UserId, job_name: &str) -> Result<bool> {
+        self.registry
+            .check_cron_job_exists(user, &name(job_name)?)
+            .await
     }
 
     /// The user's job of that name.
@@ -162,7 +219,7 @@ impl CronService {
         self.registry.history(user, &name(job_name)?, limit).await
     }
 
-    /// The job's next `n` run times (UTC); [`Error::NotFound`] if the user
+    /// The job's next `n` run times (UTC); [`crate::Error::NotFound`] if the user
     /// has no such job, empty while it is paused.
     #[tracing::instrument(name = "cron.service.next_runs", skip(self), fields(%user))]
     pub async fn next_runs(
@@ -213,14 +270,16 @@ impl CronService {
 #[cfg(all(test, feature = "mock"))]
 mod tests {
     use super::*;
-    use crate::{MockCronRegistry, PgCronVersion, ScheduleError};
+
+    use crate::registry::MockCronRegistry;
+    use crate::schedule::ScheduleError;
 
     #[tokio::test]
     async fn bad_input_never_reaches_the_registry() {
         let mut registry = MockCronRegistry::new();
         registry.expect_syntax().return_const(PgCronVersion::V1_4);
-        registry.expect_register().never();
-        registry.expect_unregister().never();
+        registry.expect_register_cron_job().never();
+        registry.expect_unregister_cron_job().never();
         let service = CronService::new(Arc::new(registry));
         let user = UserId::random();
         let command = JobCommand::RefreshRecommendations;
@@ -231,7 +290,7 @@ mod tests {
             ("ok", "summarize", "10 seconds"),
         ] {
             let err = service
-                .register(user, job, op, schedule, command.clone())
+                .register_cron_job(user, job, op, schedule, command.clone())
                 .await
                 .unwrap_err();
             if schedule == "10 seconds" {
@@ -242,11 +301,8 @@ mod tests {
             }
         }
         assert!(matches!(
-            service.unregister(user, "x'; drop").await,
-            Err(Error::Validation {
-                field: "job name",
-                ..
-            })
+            service.unregister_cron_job(user, "x'; drop").await,
+            Err(Error::Validation(v)) if v.field == "job name"
         ));
     }
 

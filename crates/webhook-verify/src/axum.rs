@@ -27,10 +27,11 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use opsdeck_core::{Snippet, Validation};
 use serde_json::json;
 
-use crate::Receiver;
 use crate::error::Error;
+use crate::receiver::Receiver;
 
 /// The route [`router`] serves.
 pub const ROUTE: &str = "/webhook-trigger/{endpoint}";
@@ -85,7 +86,7 @@ async fn read_body(
 ) -> Result<axum::body::Bytes, Error> {
     let Some(limit) = receiver.get_endpoint(endpoint).map(|e| e.body_limit()) else {
         return Err(Error::UnknownEndpoint {
-            endpoint: endpoint.chars().take(80).collect(),
+            endpoint: Snippet::new(endpoint),
         });
     };
     // An honest Content-Length lets us refuse without reading at all.
@@ -103,7 +104,7 @@ async fn read_body(
                 limit,
             }
         } else {
-            Error::invalid(format!("cannot read the body: {error}"))
+            Validation::new("body", format!("cannot be read: {error}")).into()
         }
     })
 }

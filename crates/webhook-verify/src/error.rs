@@ -1,6 +1,7 @@
 use http::StatusCode;
+use opsdeck_core::Snippet;
 
-use crate::event::EventId;
+use crate::ids::EventId;
 use crate::scheme::VerifyError;
 use crate::secret::SecretError;
 
@@ -14,7 +15,7 @@ pub enum Error {
     #[error("unknown webhook endpoint {endpoint:?}")]
     UnknownEndpoint {
         /// The requested name (cut to 80 characters).
-        endpoint: String,
+        endpoint: Snippet,
     },
     /// The body is larger than the endpoint accepts; nothing was verified
     /// or stored.
@@ -31,12 +32,9 @@ pub enum Error {
     /// The endpoint's keys could not be loaded.
     #[error("webhook keys unavailable")]
     Secret(#[from] SecretError),
-    /// The input was refused; nothing was written.
-    #[error("invalid webhook event: {reason}")]
-    Validation {
-        /// What is wrong.
-        reason: String,
-    },
+    /// The input was refused (which field, and why); nothing was written.
+    #[error(transparent)]
+    Validation(#[from] opsdeck_core::Validation),
     /// A worker reported on an event it no longer holds: the event is not
     /// processing under that attempt any more (its lease ran out and another
     /// worker claimed it, or it never existed). Nothing was written.
@@ -55,12 +53,6 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn invalid(reason: impl Into<String>) -> Self {
-        Error::Validation {
-            reason: reason.into(),
-        }
-    }
-
     /// The HTTP status a webhook endpoint answers with for this error:
     /// 404 unknown endpoint, 413 body too large, 400 malformed request,
     /// 401 bad or stale signature, 503 keys unavailable, 500 otherwise.
@@ -69,7 +61,7 @@ impl Error {
             Error::UnknownEndpoint { .. } => StatusCode::NOT_FOUND,
             Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Verification(e) if e.is_unauthorized() => StatusCode::UNAUTHORIZED,
-            Error::Verification(_) | Error::Validation { .. } => StatusCode::BAD_REQUEST,
+            Error::Verification(_) | Error::Validation(_) => StatusCode::BAD_REQUEST,
             Error::Secret(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }

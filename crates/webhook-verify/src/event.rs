@@ -1,103 +1,18 @@
 //! The event log's types: what the receiver stores and workers process.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use opsdeck_core::{OperationId, Snippet, Validation};
 use time::OffsetDateTime;
-use uuid::Uuid;
 
 use crate::error::{Error, Result};
+use crate::ids::{EndpointName, EventId};
 
 /// Longest external id stored as is; longer sender ids are stored as their
 /// SHA-256 digest (still unique per id, and bounded).
 pub const MAX_EXTERNAL_ID_LEN: usize = 255;
-
-/// The name of a receiving endpoint, e.g. `stripe` or `github-ci`: 1–64
-/// characters of `[a-z0-9_.-]`. It is the `{endpoint}` of
-/// `POST /webhook-trigger/{endpoint}` and the `source` of its events.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct EndpointName(Box<str>);
-
-impl EndpointName {
-    /// The longest accepted name, in bytes.
-    pub const MAX_LEN: usize = 64;
-
-    /// Parses a name; see the type's documentation for the rule. A refused
-    /// name is [`Error::Validation`].
-    pub fn parse(s: &str) -> Result<Self> {
-        let valid = !s.is_empty()
-            && s.len() <= Self::MAX_LEN
-            && s.bytes()
-                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-'));
-        if !valid {
-            let shown: String = s.chars().take(80).collect();
-            return Err(Error::invalid(format!(
-                "endpoint name {shown:?} must be 1-64 characters of a-z, 0-9, '_', '.', '-'"
-            )));
-        }
-        Ok(EndpointName(s.into()))
-    }
-
-    /// The name as a string slice.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl FromStr for EndpointName {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        Self::parse(s)
-    }
-}
-
-impl fmt::Display for EndpointName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for EndpointName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "EndpointName({:?})", self.0)
-    }
-}
-
-/// The log's own id of an event (a random UUID), returned in the 202 answer.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct EventId(Uuid);
-
-impl EventId {
-    /// A new random id.
-    pub fn random() -> Self {
-        EventId(Uuid::new_v4())
-    }
-
-    /// The underlying UUID.
-    pub fn as_uuid(&self) -> Uuid {
-        self.0
-    }
-}
-
-impl From<Uuid> for EventId {
-    fn from(id: Uuid) -> Self {
-        EventId(id)
-    }
-}
-
-impl fmt::Display for EventId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0, f)
-    }
-}
-
-impl fmt::Debug for EventId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "EventId({})", self.0)
-    }
-}
 
 /// Where an event is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -193,24 +108,35 @@ impl NewEvent {
     pub(crate) fn validate(&self) -> Result<()> {
         let len = self.external_id.chars().count();
         if len == 0 || len > MAX_EXTERNAL_ID_LEN {
-            return Err(Error::invalid(format!(
-                "external id must have 1 to {MAX_EXTERNAL_ID_LEN} characters, has {len}"
-            )));
+            return Err(Validation::new(
+                "external_id",
+                format!("must have 1 to {MAX_EXTERNAL_ID_LEN} characters, has {len}"),
+            )
+            .into());
         }
-        let scheme_ok = !self.scheme.is_empty()
-            && self.scheme.len() <= 32
-            && self
-                .scheme
-                .bytes()
-                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-'));
-        if !scheme_ok {
-            return Err(Error::invalid(format!(
-                "scheme name {:?} must be 1-32 characters of a-z, 0-9, '_', '.', '-'",
-                self.scheme
-            )));
+        if !is_scheme_name(&self.scheme) {
+            return Err(Validation::new(
+                "scheme",
+                format!(
+                    "{:?} must be 1-32 characters of a-z, 0-9, '_', '.', '-'",
+                    Snippet::new(&self.scheme)
+                ),
+            )
+            .into());
         }
         Ok(())
     }
+}
+
+/// Longest scheme name stored ([`crate::Scheme::name`]).
+const MAX_SCHEME_LEN: usize = 32;
+
+/// A scheme name: 1–32 characters of `[a-z0-9_.-]`, the character rule of
+/// [`OperationId`] (checked by its parser, so the rules cannot drift) with
+/// a shorter bound; the database's `webhook_events_scheme_check` says the
+/// same.
+fn is_scheme_name(name: &str) -> bool {
+    name.len() <= MAX_SCHEME_LEN && OperationId::parse(name).is_ok()
 }
 
 /// A logged event.
@@ -310,4 +236,33 @@ pub(crate) const MAX_ERROR_LEN: usize = 2000;
 
 pub(crate) fn truncate_error(error: &str) -> String {
     error.chars().take(MAX_ERROR_LEN).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scheme_names_follow_the_old_rule() {
+        // The rule before it delegated to `OperationId`.
+        let old_rule = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 32
+                && s.bytes()
+                    .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-'))
+        };
+        let (longest, too_long) = ("s".repeat(32), "s".repeat(33));
+        for name in [
+            "standard",
+            "github",
+            "a.b_c-9",
+            longest.as_str(),
+            too_long.as_str(),
+            "",
+            "Not A Scheme",
+            "é",
+        ] {
+            assert_eq!(is_scheme_name(name), old_rule(name), "{name:?}");
+        }
+    }
 }

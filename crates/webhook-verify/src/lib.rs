@@ -17,7 +17,10 @@
 //!   feature `testing`). `(source, external_id)` is unique, so a redelivered
 //!   webhook is recognised and never processed twice.
 //! - **Receiver** ([`Receiver::accept`]): verify, enforce the body limit,
-//!   log, return [`Accepted`] without waiting for processing.
+//!   log, return [`Accepted`] without waiting for processing. It is the one
+//!   way into its log: [`Receiver::get`], [`Receiver::find`] and
+//!   [`Receiver::counts`] read it, [`Receiver::worker`] makes workers that
+//!   it wakes; it hands out no backend.
 //! - **Worker** ([`Worker`]): claims due events (`FOR UPDATE SKIP LOCKED`),
 //!   calls an [`EventHandler`], retries with exponential [`Backoff`], marks
 //!   events processed or failed.
@@ -60,79 +63,47 @@
 pub mod axum;
 mod error;
 mod event;
+mod ids;
 mod key;
+mod keyring;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod receiver;
+mod repository;
 mod scheme;
 mod secret;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod worker;
 
-use std::time::Duration;
-
-use async_trait::async_trait;
-
 pub use error::{Error, Result};
 pub use event::{
-    EndpointName, EventId, EventStatus, Inserted, MAX_EXTERNAL_ID_LEN, NewEvent, Outcome, Payload,
-    StatusCounts, WebhookEvent,
+    EventStatus, Inserted, MAX_EXTERNAL_ID_LEN, NewEvent, Outcome, Payload, StatusCounts,
+    WebhookEvent,
 };
-pub use key::{Key, KeyRing, KeySet};
+pub use ids::{EndpointName, EventId};
+pub use key::{Key, KeySet, MAC_LEN};
+pub use keyring::KeyRing;
 pub use memory::InMemoryEventRepository;
+/// Secret bytes that never print; it moved to `opsdeck_core` (shared with
+/// the cache and the facade) and is re-exported here for existing users.
+pub use opsdeck_core::Secret;
 #[cfg(feature = "postgres")]
 pub use postgres::PgEventRepository;
 pub use receiver::{Accepted, Endpoint, Receiver, ReceiverStats};
+#[cfg(feature = "mock")]
+pub use repository::MockEventRepository;
+pub use repository::{EventRepository, MAX_CLAIM};
+pub use scheme::github::GitHub;
+pub use scheme::slack::Slack;
+pub use scheme::standard::StandardWebhooks;
+pub use scheme::stripe::Stripe;
 pub use scheme::{
-    GitHub, Identity, MAC_LEN, MAX_SIGNATURES, Outgoing, Scheme, SignError, Slack,
-    StandardWebhooks, Stripe, Tolerance, Verified, VerifyError, unix_now,
+    Identity, MAX_SIGNATURES, Outgoing, Scheme, SignError, Tolerance, Verified, VerifyError,
+    unix_now,
 };
-pub use secret::{EnvSecret, FileSecret, OnePasswordSecret, Secret, SecretError, SecretSource};
+pub use secret::{EnvSecret, FileSecret, OnePasswordSecret, SecretError, SecretSource};
 #[cfg(feature = "mock")]
 pub use worker::MockEventHandler;
 pub use worker::{Backoff, EventHandler, HandlerError, Worker, WorkerConfig};
-
-/// Most events one [`EventRepository::claim`] hands out.
-pub const MAX_CLAIM: usize = 1000;
-
-/// Storage of verified webhook events.
-///
-/// # Contract (checked by [`testing`] for every backend)
-/// - `insert` validates the event (external id 1–255 characters, scheme
-///   name) and writes nothing if it is refused. If `(source, external_id)`
-///   is already logged it writes nothing and returns the existing id with
-///   `duplicate: true`; concurrent inserts of one id yield exactly one
-///   non-duplicate. New events are `received`, 0 attempts, due at once.
-/// - `claim` hands out up to `limit` (at most [`MAX_CLAIM`]) due events —
-///   `received` with `next_attempt_at` reached, or `processing` whose lease
-///   ran out — oldest due first, marking each `processing`, incrementing
-///   `attempts` and setting `next_attempt_at` to the lease's end.
-///   Concurrent claims never return the same event.
-/// - `complete` records an attempt's [`Outcome`] only if the event is still
-///   `processing` under that attempt number; otherwise it writes nothing and
-///   returns [`Error::LeaseLost`]. `Retry` makes the event `received` again,
-///   due after the backoff; `Processed` and `Failed` are final.
-/// - Missing rows read as `None`; `counts` of an unknown source are zero.
-#[cfg_attr(feature = "mock", mockall::automock)]
-#[async_trait]
-pub trait EventRepository: Send + Sync + std::fmt::Debug {
-    /// Logs an event unless its `(source, external_id)` is already logged.
-    async fn insert(&self, event: NewEvent) -> Result<Inserted>;
-
-    /// One event by id.
-    async fn get(&self, id: EventId) -> Result<Option<WebhookEvent>>;
-
-    /// One event by its sender's id.
-    async fn find(&self, source: &EndpointName, external_id: &str) -> Result<Option<WebhookEvent>>;
-
-    /// Claims up to `limit` due events for `lease`.
-    async fn claim(&self, limit: usize, lease: Duration) -> Result<Vec<WebhookEvent>>;
-
-    /// Records the outcome of attempt number `attempt` of event `id`.
-    async fn complete(&self, id: EventId, attempt: i32, outcome: Outcome) -> Result<()>;
-
-    /// How many events of `source` are in each status.
-    async fn counts(&self, source: &EndpointName) -> Result<StatusCounts>;
-}

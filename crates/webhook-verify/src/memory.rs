@@ -7,10 +7,10 @@ use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
 use crate::event::{
-    EndpointName, EventId, EventStatus, Inserted, NewEvent, Outcome, StatusCounts, WebhookEvent,
-    truncate_error,
+    EventStatus, Inserted, NewEvent, Outcome, StatusCounts, WebhookEvent, truncate_error,
 };
-use crate::{EventRepository, MAX_CLAIM};
+use crate::ids::{EndpointName, EventId};
+use crate::repository::{EventRepository, MAX_CLAIM};
 
 /// The event log in process memory: for tests, examples and single-process
 /// services that accept losing the log on restart. It behaves like

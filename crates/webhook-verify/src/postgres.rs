@@ -2,16 +2,16 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use opsdeck_core::Validation;
 use sqlx::PgPool;
-use sqlx::types::Uuid;
 use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
 use crate::event::{
-    EndpointName, EventId, EventStatus, Inserted, NewEvent, Outcome, Payload, StatusCounts,
-    WebhookEvent, truncate_error,
+    EventStatus, Inserted, NewEvent, Outcome, Payload, StatusCounts, WebhookEvent, truncate_error,
 };
-use crate::{EventRepository, MAX_CLAIM};
+use crate::ids::{EndpointName, EventId};
+use crate::repository::{EventRepository, MAX_CLAIM};
 
 /// The event log in PostgreSQL (table `opsdeck.webhook_events`, created by
 /// the workspace migrations).
@@ -130,14 +130,14 @@ impl EventRepository for PgEventRepository {
     async fn insert(&self, event: NewEvent) -> Result<Inserted> {
         event.validate()?;
         let headers = serde_json::to_value(&event.headers)
-            .map_err(|e| Error::invalid(format!("headers: {e}")))?;
+            .map_err(|e| Validation::new("headers", e.to_string()))?;
         let (json, bytes) = match event.payload {
             Payload::Json(json) => (Some(json), None),
             Payload::Bytes(bytes) => (None, Some(bytes)),
         };
-        let row: Option<(Uuid, bool)> = sqlx::query_as(INSERT)
-            .bind(EventId::random().as_uuid())
-            .bind(event.source.as_str())
+        let row: Option<(EventId, bool)> = sqlx::query_as(INSERT)
+            .bind(EventId::random())
+            .bind(&event.source)
             .bind(&event.scheme)
             .bind(&event.external_id)
             .bind(&event.event_type)
@@ -153,8 +153,8 @@ impl EventRepository for PgEventRepository {
             // A concurrent insert of the same id committed while this one
             // waited on it; it is visible to a new statement.
             None => {
-                let id: Uuid = sqlx::query_scalar(FIND_ID)
-                    .bind(event.source.as_str())
+                let id: EventId = sqlx::query_scalar(FIND_ID)
+                    .bind(&event.source)
                     .bind(&event.external_id)
                     .fetch_one(&self.pool)
                     .await
@@ -163,16 +163,13 @@ impl EventRepository for PgEventRepository {
             }
         };
         tracing::Span::current().record("duplicate", duplicate);
-        Ok(Inserted {
-            id: EventId::from(id),
-            duplicate,
-        })
+        Ok(Inserted { id, duplicate })
     }
 
     #[tracing::instrument(name = "webhooks.pg.get", skip(self), fields(%id))]
     async fn get(&self, id: EventId) -> Result<Option<WebhookEvent>> {
         sqlx::query_as::<_, EventRow>(GET)
-            .bind(id.as_uuid())
+            .bind(id)
             .fetch_optional(&self.pool)
             .await
             .map_err(map_db_error)?
@@ -183,7 +180,7 @@ impl EventRepository for PgEventRepository {
     #[tracing::instrument(name = "webhooks.pg.find", skip(self), fields(%source))]
     async fn find(&self, source: &EndpointName, external_id: &str) -> Result<Option<WebhookEvent>> {
         sqlx::query_as::<_, EventRow>(FIND)
-            .bind(source.as_str())
+            .bind(source)
             .bind(external_id)
             .fetch_optional(&self.pool)
             .await
@@ -222,7 +219,7 @@ impl EventRepository for PgEventRepository {
             ),
         };
         let result = sqlx::query(COMPLETE)
-            .bind(id.as_uuid())
+            .bind(id)
             .bind(attempt)
             .bind(status.as_str())
             .bind(error)
@@ -239,7 +236,7 @@ impl EventRepository for PgEventRepository {
     #[tracing::instrument(name = "webhooks.pg.counts", skip(self), fields(%source))]
     async fn counts(&self, source: &EndpointName) -> Result<StatusCounts> {
         let rows: Vec<(String, i64)> = sqlx::query_as(COUNTS)
-            .bind(source.as_str())
+            .bind(source)
             .fetch_all(&self.pool)
             .await
             .map_err(map_db_error)?;
@@ -253,8 +250,8 @@ impl EventRepository for PgEventRepository {
 
 #[derive(sqlx::FromRow)]
 struct EventRow {
-    id: Uuid,
-    source: String,
+    id: EventId,
+    source: EndpointName,
     scheme: String,
     external_id: String,
     event_type: Option<String>,
@@ -285,8 +282,8 @@ impl EventRow {
         let headers: BTreeMap<String, String> =
             serde_json::from_value(self.headers).map_err(|e| corrupt(format!("headers: {e}")))?;
         Ok(WebhookEvent {
-            id: EventId::from(self.id),
-            source: EndpointName::parse(&self.source).map_err(|e| corrupt(e.to_string()))?,
+            id: self.id,
+            source: self.source,
             scheme: self.scheme,
             external_id: self.external_id,
             event_type: self.event_type,
@@ -303,16 +300,27 @@ impl EventRow {
     }
 }
 
-/// Constraint violations are refused input; everything else is a database
-/// error.
+/// The table's `CHECK` constraints and the field each guards; they mirror
+/// the types' rules, so a violation is refused input, not a database fault.
+const CONSTRAINTS: &[(&str, &str)] = &[
+    ("webhook_events_source_check", "source"),
+    ("webhook_events_scheme_check", "scheme"),
+    ("webhook_events_external_id_check", "external_id"),
+    ("webhook_events_status_check", "status"),
+    ("webhook_events_attempts_check", "attempts"),
+    ("webhook_events_payload_check", "payload"),
+    ("webhook_events_headers_check", "headers"),
+];
+
+/// Constraint violations are refused input; a stored value the types
+/// refuse (the ids parse while decoding) is a corrupt row; everything else
+/// is a database error.
 fn map_db_error(error: sqlx::Error) -> Error {
-    if let Some(db) = error.as_database_error()
-        && db.is_check_violation()
-    {
-        return Error::invalid(format!(
-            "refused by the database ({})",
-            db.constraint().unwrap_or("check constraint")
-        ));
+    if let Some(refused) = opsdeck_core::db::constraint_violation(&error, CONSTRAINTS) {
+        return refused.into();
+    }
+    if let sqlx::Error::ColumnDecode { index, source } = &error {
+        return Error::Corrupt(format!("column {index}: {source}"));
     }
     Error::Database(error)
 }

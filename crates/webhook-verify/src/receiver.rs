@@ -1,20 +1,22 @@
 //! The receiving side: verify, log, answer 202; processing happens later in
 //! a [`crate::Worker`].
 
-use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::HeaderMap;
+use opsdeck_core::{Snippet, Validation};
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
 use crate::error::{Error, Result};
-use crate::event::{EndpointName, EventId, MAX_EXTERNAL_ID_LEN, NewEvent, Payload};
-use crate::key::KeyRing;
-use crate::scheme::{Tolerance, VerifyError, unix_now};
-use crate::{EventRepository, Scheme};
+use crate::event::{MAX_EXTERNAL_ID_LEN, NewEvent, Payload, StatusCounts, WebhookEvent};
+use crate::ids::{EndpointName, EventId};
+use crate::keyring::KeyRing;
+use crate::repository::EventRepository;
+use crate::scheme::{Scheme, Tolerance, VerifyError, unix_now};
+use crate::worker::{EventHandler, Worker};
 
 /// One receiving endpoint: its name, scheme and keys, clock tolerance and
 /// body size limit.
@@ -72,12 +74,6 @@ impl Endpoint {
     /// The largest body accepted, in bytes.
     pub fn body_limit(&self) -> usize {
         self.max_body_bytes
-    }
-}
-
-impl Borrow<str> for EndpointName {
-    fn borrow(&self) -> &str {
-        self.as_str()
     }
 }
 
@@ -177,6 +173,10 @@ impl Counters {
 /// (one statement on PostgreSQL) and wakes a local [`crate::Worker`]. A
 /// refused request is counted ([`Receiver::stats`]) and logged through
 /// `tracing` (warn), and nothing of it is stored.
+///
+/// Reads of the log ([`Receiver::get`], [`Receiver::find`],
+/// [`Receiver::counts`]) and workers ([`Receiver::worker`]) go through the
+/// receiver too; it hands out no accessor of the backend under it.
 #[derive(Debug)]
 pub struct Receiver {
     endpoints: HashMap<EndpointName, Endpoint>,
@@ -207,11 +207,6 @@ impl Receiver {
         self.endpoints.get(name)
     }
 
-    /// The event log.
-    pub fn repository(&self) -> &Arc<dyn EventRepository> {
-        &self.repository
-    }
-
     /// Notified whenever a new event is logged; give it to the workers of
     /// this process ([`crate::Worker::wakeup`]) so they start at once
     /// instead of at their next poll.
@@ -224,6 +219,35 @@ impl Receiver {
         self.counters.snapshot()
     }
 
+    /// A worker processing this receiver's event log with `handler`, woken
+    /// by this receiver ([`Receiver::wakeup`]) when it logs a new event.
+    /// Call it once per worker; run each with [`Worker::run`].
+    pub fn worker(&self, handler: Arc<dyn EventHandler>) -> Worker {
+        Worker::new(Arc::clone(&self.repository), handler).wakeup(self.wakeup())
+    }
+
+    /// One logged event by its id (e.g. [`Accepted::event_id`]); `None` if
+    /// there is none.
+    pub async fn get(&self, id: impl Into<EventId>) -> Result<Option<WebhookEvent>> {
+        self.repository.get(id.into()).await
+    }
+
+    /// One logged event of endpoint `source` by its sender's id; `None` if
+    /// there is none. A `source` that is no endpoint name is
+    /// [`Error::Validation`].
+    pub async fn find(&self, source: &str, external_id: &str) -> Result<Option<WebhookEvent>> {
+        let source = parse_source(source)?;
+        self.repository.find(&source, external_id).await
+    }
+
+    /// How many events of endpoint `source` are in each status (zero for a
+    /// source that never logged one). A `source` that is no endpoint name is
+    /// [`Error::Validation`].
+    pub async fn counts(&self, source: &str) -> Result<StatusCounts> {
+        let source = parse_source(source)?;
+        self.repository.counts(&source).await
+    }
+
     /// Verifies and logs one request to `endpoint`.
     ///
     /// Returns [`Accepted`] for a new event and for a duplicate of a logged
@@ -231,7 +255,7 @@ impl Receiver {
     #[tracing::instrument(
         name = "webhooks.accept",
         skip_all,
-        fields(endpoint = %shorten(endpoint), bytes = body.len(), event_id, duplicate, key_id)
+        fields(endpoint = %Snippet::new(endpoint), bytes = body.len(), event_id, duplicate, key_id)
     )]
     pub async fn accept(
         &self,
@@ -253,7 +277,8 @@ impl Receiver {
     /// reach [`Receiver::accept`] (e.g. a body over the limit while being
     /// read), so [`Receiver::stats`] sees every refusal. Returns `error`.
     pub fn refuse(&self, endpoint: &str, error: Error) -> Result<Accepted> {
-        let _span = tracing::info_span!("webhooks.refuse", endpoint = %shorten(endpoint)).entered();
+        let _span =
+            tracing::info_span!("webhooks.refuse", endpoint = %Snippet::new(endpoint)).entered();
         self.tally(Err(error))
     }
 
@@ -275,7 +300,7 @@ impl Receiver {
             .endpoints
             .get(endpoint)
             .ok_or_else(|| Error::UnknownEndpoint {
-                endpoint: shorten(endpoint),
+                endpoint: Snippet::new(endpoint),
             })?;
         // Checked before anything else so an oversized body costs nothing.
         if body.len() > endpoint.max_body_bytes {
@@ -342,7 +367,7 @@ fn digest_id(parts: &[&[u8]]) -> String {
     format!("sha256:{}", hex::encode(hasher.finalize()))
 }
 
-/// Request-controlled text for logs and errors, cut to 80 characters.
-fn shorten(text: &str) -> String {
-    text.chars().take(80).collect()
+/// A caller's endpoint name, parsed at the edge.
+fn parse_source(source: &str) -> Result<EndpointName> {
+    EndpointName::parse(source).map_err(|e| Validation::from(("source", e)).into())
 }

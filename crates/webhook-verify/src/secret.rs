@@ -1,80 +1,20 @@
-//! Secrets and where they come from.
+//! Where secrets come from.
 //!
-//! A [`Secret`] never prints and is wiped from memory when dropped. A
-//! [`SecretSource`] loads one at run time: from an environment variable
-//! ([`EnvSecret`]), a file ([`FileSecret`], e.g. a mounted Kubernetes
-//! secret) or 1Password ([`OnePasswordSecret`], through the `op` CLI). A
-//! [`crate::KeyRing`] caches what the sources return and reloads it, so a
-//! rotated secret is picked up without a restart.
+//! A [`Secret`] (from `opsdeck_core`) never prints and is wiped from memory
+//! when dropped. A [`SecretSource`] loads one at run time: from an
+//! environment variable ([`EnvSecret`]), a file ([`FileSecret`], e.g. a
+//! mounted Kubernetes secret) or 1Password ([`OnePasswordSecret`], through
+//! the `op` CLI). A [`crate::KeyRing`] caches what the sources return and
+//! reloads it, so a rotated secret is picked up without a restart.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use opsdeck_core::Secret;
 use tokio::process::Command;
-use zeroize::{Zeroize, ZeroizeOnDrop};
-
-/// Secret bytes. `Debug` and `Display` print `[redacted]`; the bytes are
-/// zeroized when the value is dropped. There is deliberately no `PartialEq`:
-/// comparing secrets with `==` would not be constant-time.
-#[derive(Clone)]
-pub struct Secret {
-    bytes: Vec<u8>,
-}
-
-impl Secret {
-    /// Wraps secret bytes. Taking a `Vec` (or `String`) moves the buffer in
-    /// without a copy that would be left behind unwiped.
-    pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
-        Secret {
-            bytes: bytes.into(),
-        }
-    }
-
-    /// The secret bytes. Keep what you derive from them short-lived.
-    pub fn expose(&self) -> &[u8] {
-        &self.bytes
-    }
-
-    /// Whether the secret has no bytes.
-    pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
-    }
-}
-
-impl From<String> for Secret {
-    fn from(value: String) -> Self {
-        Secret::new(value)
-    }
-}
-
-impl From<&str> for Secret {
-    fn from(value: &str) -> Self {
-        Secret::new(value.as_bytes())
-    }
-}
-
-impl Drop for Secret {
-    fn drop(&mut self) {
-        // Vec::zeroize wipes the whole capacity, not only the length.
-        self.bytes.zeroize();
-    }
-}
-
-impl ZeroizeOnDrop for Secret {}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret([redacted])")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
+use zeroize::Zeroize;
 
 /// Why a secret or key could not be loaded. Messages name the source (a
 /// variable, path or `op://` reference), never secret material.

@@ -170,7 +170,7 @@ pub async fn invalid_events_write_nothing(repo: &dyn EventRepository) {
     for external_id in ["", too_long.as_str()] {
         let result = repo.insert(new_event(&source, external_id)).await;
         assert!(
-            matches!(result, Err(Error::Validation { .. })),
+            matches!(result, Err(Error::Validation(ref v)) if v.field == "external_id"),
             "external id of {} chars: {result:?}",
             external_id.len()
         );
@@ -179,7 +179,7 @@ pub async fn invalid_events_write_nothing(repo: &dyn EventRepository) {
     bad_scheme.scheme = "Not A Scheme".to_owned();
     assert!(matches!(
         repo.insert(bad_scheme).await,
-        Err(Error::Validation { .. })
+        Err(Error::Validation(v)) if v.field == "scheme"
     ));
     let longest = "y".repeat(MAX_EXTERNAL_ID_LEN);
     assert!(

@@ -10,9 +10,9 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::EventRepository;
 use crate::error::{Error, Result};
 use crate::event::{Outcome, WebhookEvent};
+use crate::repository::EventRepository;
 
 /// What the application does with a verified event.
 ///

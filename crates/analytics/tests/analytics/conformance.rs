@@ -1,11 +1,18 @@
-//! The conformance suite on both backends, and the schema's own guards.
+//! The conformance suite on both backends and on the cached stack over
+//! each, and the schema's own guards.
 
 use opsdeck_analytics::testing;
 use opsdeck_analytics::{
-    InMemoryAnalyticsRepository, LATENCY_BUCKET_BOUNDS, LatencyHistogram, MAX_BATCH,
-    PgAnalyticsRepository,
+    AnalyticsConfig, AnalyticsRepository, Cached, InMemoryAnalyticsRepository,
+    LATENCY_BUCKET_BOUNDS, LatencyHistogram, MAX_BATCH, PgAnalyticsRepository,
 };
+use opsdeck_cache::Tiers;
 use sqlx::PgPool;
+
+/// `repo` behind the metrics cache, as `AnalyticsService` stacks it.
+fn cached<R: AnalyticsRepository>(repo: R) -> Cached<R> {
+    Cached::new(repo, &AnalyticsConfig::default(), Tiers::none())
+}
 
 #[sqlx::test(migrations = "../../migrations")]
 async fn postgres_passes_the_suite(pool: PgPool) {
@@ -27,6 +34,32 @@ async fn postgres_retention(pool: PgPool) {
 async fn in_memory_retention() {
     testing::retention_forgets_old_executions_but_keeps_rollups(&InMemoryAnalyticsRepository::new())
         .await;
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn conformance_pg_cached(pool: PgPool) {
+    testing::run_all(&cached(PgAnalyticsRepository::new(pool))).await;
+}
+
+#[tokio::test]
+async fn conformance_in_memory_cached() {
+    testing::run_all(&cached(InMemoryAnalyticsRepository::new())).await;
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn retention_pg_cached(pool: PgPool) {
+    testing::retention_forgets_old_executions_but_keeps_rollups(&cached(
+        PgAnalyticsRepository::new(pool),
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn retention_in_memory_cached() {
+    testing::retention_forgets_old_executions_but_keeps_rollups(&cached(
+        InMemoryAnalyticsRepository::new(),
+    ))
+    .await;
 }
 
 /// SQL and Rust bucket latencies identically: same bounds, same histogram.

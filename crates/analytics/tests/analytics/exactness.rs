@@ -73,7 +73,11 @@ async fn record(
     if single {
         let mut new = 0;
         for run in runs {
-            new += u64::from(repo.record(run).await.map_err(|e| format!("{e:?}"))?);
+            new += u64::from(
+                repo.record_operation_execution(run)
+                    .await
+                    .map_err(|e| format!("{e:?}"))?,
+            );
         }
         Ok(new)
     } else {
@@ -181,7 +185,7 @@ async fn thirty_two_writers_on_the_same_keys_are_exact(pool: PgPool) {
          FROM opsdeck.operation_executions WHERE user_id = $1
          GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
     )
-    .bind(user.as_uuid())
+    .bind(user)
     .fetch_all(&wide)
     .await
     .unwrap();
@@ -209,7 +213,7 @@ async fn thirty_two_writers_on_the_same_keys_are_exact(pool: PgPool) {
     }
     let ledger: i64 =
         sqlx::query_scalar("SELECT count(*) FROM opsdeck.execution_ids WHERE user_id = $1")
-            .bind(user.as_uuid())
+            .bind(user)
             .fetch_one(&wide)
             .await
             .unwrap();

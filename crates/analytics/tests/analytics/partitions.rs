@@ -3,8 +3,7 @@
 
 use opsdeck_analytics::testing::{execution, histogram_of, totals_of};
 use opsdeck_analytics::{
-    AnalyticsReports, AnalyticsRepository, DateRange, Execution, PgAnalyticsRepository,
-    RollupFilter,
+    AnalyticsRepository, DateRange, Execution, PgAnalyticsRepository, RollupFilter,
 };
 use opsdeck_core::UserId;
 use sqlx::PgPool;
@@ -49,8 +48,8 @@ async fn partition_of(pool: &PgPool, run: &Execution) -> String {
         "SELECT tableoid::regclass::text FROM opsdeck.operation_executions
          WHERE user_id = $1 AND execution_id = $2",
     )
-    .bind(run.user_id.as_uuid())
-    .bind(run.execution_id.as_uuid())
+    .bind(run.user_id)
+    .bind(run.execution_id)
     .fetch_one(pool)
     .await
     .unwrap()
@@ -72,7 +71,11 @@ async fn partitions_route_rows_and_retention_drops_whole_months(pool: PgPool) {
 
     // Before its partition exists, a row waits in the default partition...
     let early = in_month(user, 3, 10);
-    assert!(repo.record(early.clone()).await.unwrap());
+    assert!(
+        repo.record_operation_execution(early.clone())
+            .await
+            .unwrap()
+    );
     assert_eq!(
         partition_of(&pool, &early).await,
         "opsdeck.operation_executions_default"
@@ -98,7 +101,7 @@ async fn partitions_route_rows_and_retention_drops_whole_months(pool: PgPool) {
     let mut runs = vec![early];
     for back in 1..=4 {
         let run = in_month(user, back, 15);
-        assert!(repo.record(run.clone()).await.unwrap());
+        assert!(repo.record_operation_execution(run.clone()).await.unwrap());
         assert_eq!(
             partition_of(&pool, &run).await,
             format!("opsdeck.{}", partition_name(back))
@@ -154,12 +157,12 @@ async fn partitions_route_rows_and_retention_drops_whole_months(pool: PgPool) {
 async fn the_log_is_append_only(pool: PgPool) {
     let repo = PgAnalyticsRepository::new(pool.clone());
     let user = UserId::random();
-    repo.record(execution(user, "op", "m/a", 1, 10, 10))
+    repo.record_operation_execution(execution(user, "op", "m/a", 1, 10, 10))
         .await
         .unwrap();
     let err =
         sqlx::query("UPDATE opsdeck.operation_executions SET cost_micros = 0 WHERE user_id = $1")
-            .bind(user.as_uuid())
+            .bind(user)
             .execute(&pool)
             .await
             .unwrap_err();

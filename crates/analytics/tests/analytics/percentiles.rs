@@ -3,8 +3,7 @@
 
 use opsdeck_analytics::testing::{execution, last_days, op};
 use opsdeck_analytics::{
-    AnalyticsReports, AnalyticsRepository, LATENCY_BUCKETS, LatencyHistogram,
-    PgAnalyticsRepository, RollupFilter,
+    AnalyticsRepository, LATENCY_BUCKETS, LatencyHistogram, PgAnalyticsRepository, RollupFilter,
 };
 use opsdeck_core::UserId;
 use sqlx::PgPool;
@@ -69,7 +68,7 @@ async fn percentiles_are_within_one_bucket_of_the_exact_value(pool: PgPool) {
                  FROM opsdeck.operation_executions
                  WHERE user_id = $1 AND ($2::text IS NULL OR model = $2)",
             )
-            .bind(user.as_uuid())
+            .bind(user)
             .bind(model)
             .fetch_one(&pool)
             .await

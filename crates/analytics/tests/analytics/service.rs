@@ -61,7 +61,7 @@ async fn reads_see_every_write(service: &AnalyticsService) {
     );
 
     // Single path.
-    assert!(service.record(raw(user)).await.unwrap());
+    assert!(service.record_operation_execution(raw(user)).await.unwrap());
     assert_eq!(
         summary().await.unwrap().totals.executions,
         1,
@@ -145,7 +145,9 @@ async fn cached_metrics_are_loaded_once_until_a_record() {
     mock.expect_sla_targets()
         .times(1)
         .returning(|_| Ok(Vec::new()));
-    mock.expect_record().times(1).returning(|_| Ok(true));
+    mock.expect_record_operation_execution()
+        .times(1)
+        .returning(|_| Ok(true));
     let service = AnalyticsService::new(Arc::new(mock));
     let user = UserId::random();
     let range = last_days(7);
@@ -158,7 +160,12 @@ async fn cached_metrics_are_loaded_once_until_a_record() {
         service.sla_report(user, range).await.unwrap();
     }
     // Another user's record does not touch this user's entries...
-    assert!(service.record(raw(UserId::random())).await.is_ok());
+    assert!(
+        service
+            .record_operation_execution(raw(UserId::random()))
+            .await
+            .is_ok()
+    );
     service.period_summary(user, range, None).await.unwrap();
     let stats = service.cache_stats();
     assert_eq!((stats.hits, stats.misses, stats.loads), (13, 3, 3));
@@ -177,7 +184,7 @@ async fn a_record_drops_only_its_users_metrics() {
     let range = last_days(3);
     service.period_summary(a, range, None).await.unwrap();
     service.period_summary(b, range, None).await.unwrap();
-    service.record(raw(a)).await.unwrap();
+    service.record_operation_execution(raw(a)).await.unwrap();
     let before = service.cache_stats();
     assert_eq!(
         service
@@ -214,8 +221,8 @@ struct GatedRepository {
 
 #[async_trait]
 impl AnalyticsRepository for GatedRepository {
-    async fn record(&self, execution: Execution) -> Result<bool> {
-        self.inner.record(execution).await
+    async fn record_operation_execution(&self, execution: Execution) -> Result<bool> {
+        self.inner.record_operation_execution(execution).await
     }
     async fn record_many(&self, executions: Vec<Execution>) -> Result<RecordSummary> {
         self.inner.record_many(executions).await
@@ -299,7 +306,7 @@ async fn a_metrics_read_racing_a_record_never_leaves_stale_metrics_cached() {
         if batch {
             service.record_many(vec![raw(user)]).await.unwrap();
         } else {
-            service.record(raw(user)).await.unwrap();
+            service.record_operation_execution(raw(user)).await.unwrap();
         }
         release_tx.send(()).unwrap();
         assert_eq!(
@@ -374,13 +381,13 @@ async fn bad_raw_input_is_a_typed_error_and_writes_nothing(service: &AnalyticsSe
             .await
             .unwrap_err();
         assert!(
-            matches!(&err, Error::Validation { item: Some(1), field: f, .. } if *f == field),
+            matches!(&err, Error::Validation(v) if v.item == Some(1) && v.field == field),
             "{field}: {err:?}"
         );
         assert!(err.to_string().contains("item 1"), "{err}");
-        let err = service.record(bad).await.unwrap_err();
+        let err = service.record_operation_execution(bad).await.unwrap_err();
         assert!(
-            matches!(&err, Error::Validation { field: f, .. } if *f == field),
+            matches!(&err, Error::Validation(v) if v.field == field),
             "{field}: {err:?}"
         );
     }
@@ -393,10 +400,7 @@ async fn bad_raw_input_is_a_typed_error_and_writes_nothing(service: &AnalyticsSe
         service
             .model_comparison(user, "Not An Op", last_days(3))
             .await,
-        Err(Error::Validation {
-            field: "operation_id",
-            ..
-        })
+        Err(Error::Validation(v)) if v.field == "operation_id"
     ));
     let summary = service
         .period_summary(user, around_now(), None)
@@ -405,7 +409,6 @@ async fn bad_raw_input_is_a_typed_error_and_writes_nothing(service: &AnalyticsSe
     assert_eq!(summary.totals.executions, 0, "nothing was written");
     assert!(
         service
-            .repository()
             .executions(user, around_now(), 10)
             .await
             .unwrap()
@@ -438,7 +441,7 @@ async fn recommendations_through_the_service(pool: PgPool) {
         0,
         100,
     ));
-    service.record_executions(runs).await.unwrap();
+    service.record_many(runs).await.unwrap();
     let recs = service
         .generate_recommendations_as_of(user, anchor())
         .await
@@ -452,7 +455,7 @@ async fn recommendations_through_the_service(pool: PgPool) {
         })
     );
     let applied = service
-        .apply_recommendation(user, recs[0].id)
+        .mark_recommendation_applied(user, recs[0].id)
         .await
         .unwrap();
     assert_eq!(applied.status, RecommendationStatus::Applied);
@@ -486,7 +489,7 @@ async fn cached_metrics_survive_a_json_round_trip() {
     let user = UserId::random();
     let mut runs = batch_of(user, "summarize", "m/a", 1, 50, 20, 1_000);
     runs.extend(batch_of(user, "summarize", "m/b", 2, 50, 0, 10));
-    service.record_executions(runs).await.unwrap();
+    service.record_many(runs).await.unwrap();
     let target = SlaTarget::new(
         op("summarize"),
         SuccessRate::from_percent(99.5).unwrap(),
@@ -511,4 +514,137 @@ async fn cached_metrics_survive_a_json_round_trip() {
             .await
             .unwrap(),
     );
+}
+
+/// What the service's cached reads and the repository's own (uncached)
+/// reads answer for `user`: both must agree after every write.
+#[derive(Debug, PartialEq)]
+struct Metrics {
+    summary: opsdeck_analytics::PeriodSummary,
+    trend: Vec<TrendPoint>,
+    comparison: Vec<opsdeck_analytics::ModelStats>,
+    sla: Vec<opsdeck_analytics::SlaStatus>,
+}
+
+async fn cached_metrics(service: &AnalyticsService, user: UserId, range: DateRange) -> Metrics {
+    Metrics {
+        summary: service.period_summary(user, range, None).await.unwrap(),
+        trend: service
+            .cost_trend(user, &TrendQuery::new(range, Granularity::Day))
+            .await
+            .unwrap(),
+        comparison: service
+            .model_comparison(user, "summarize", range)
+            .await
+            .unwrap(),
+        sla: service.sla_report(user, range).await.unwrap(),
+    }
+}
+
+async fn fresh_metrics(repo: &dyn AnalyticsRepository, user: UserId, range: DateRange) -> Metrics {
+    Metrics {
+        summary: repo
+            .period_summary(user, &RollupFilter::new(range))
+            .await
+            .unwrap(),
+        trend: repo
+            .cost_trend(user, &TrendQuery::new(range, Granularity::Day))
+            .await
+            .unwrap(),
+        comparison: repo
+            .model_comparison(user, &op("summarize"), range)
+            .await
+            .unwrap(),
+        sla: repo.sla_report(user, range).await.unwrap(),
+    }
+}
+
+/// Every public write path of the service drops the cached metrics it can
+/// change: before each write all four metrics are read (so they are
+/// cached), after it the cached reads must equal the repository's own
+/// reads — and for the writes that change metrics, differ from before, so
+/// a missing invalidation fails the test. Retention changes no metric (the
+/// rollups stay), so there the proof is that every metric is loaded again.
+#[tokio::test]
+async fn every_public_write_path_invalidates_the_cached_metrics() {
+    let repo = Arc::new(InMemoryAnalyticsRepository::new());
+    let service = AnalyticsService::new(repo.clone());
+    let user = UserId::random();
+    let range = last_days(3);
+    let typed = |days_before: i64| {
+        opsdeck_analytics::testing::execution(user, "summarize", "m/typed", days_before, 70, 90)
+    };
+    let target = SlaTarget::new(
+        op("summarize"),
+        SuccessRate::from_percent(50.0).unwrap(),
+        1_023,
+    )
+    .unwrap();
+
+    let mut seen = Vec::new();
+    for write in [
+        "record_operation_execution(ExecutionRecord)",
+        "record_operation_execution(Execution)",
+        "record_many(Vec<ExecutionRecord>)",
+        "record_many(Vec<Execution>)",
+        "set_sla_target",
+        "record_operation_execution with a target",
+        "delete_sla_target",
+    ] {
+        let before = cached_metrics(&service, user, range).await;
+        assert_eq!(before, cached_metrics(&service, user, range).await);
+        match write {
+            "record_operation_execution(ExecutionRecord)" => {
+                assert!(service.record_operation_execution(raw(user)).await.unwrap());
+            }
+            "record_operation_execution(Execution)" => {
+                assert!(service.record_operation_execution(typed(1)).await.unwrap());
+            }
+            "record_many(Vec<ExecutionRecord>)" => {
+                let summary = service.record_many(vec![raw(user), raw(user)]).await;
+                assert_eq!(summary.unwrap().recorded, 2);
+            }
+            "record_many(Vec<Execution>)" => {
+                let summary = service.record_many(vec![typed(0), typed(2)]).await;
+                assert_eq!(summary.unwrap().recorded, 2);
+            }
+            "set_sla_target" => service.set_sla_target(user, target.clone()).await.unwrap(),
+            "record_operation_execution with a target" => {
+                assert!(service.record_operation_execution(raw(user)).await.unwrap());
+            }
+            "delete_sla_target" => {
+                assert!(service.delete_sla_target(user, "summarize").await.unwrap());
+            }
+            other => unreachable!("{other}"),
+        }
+        let after = cached_metrics(&service, user, range).await;
+        assert_eq!(
+            after,
+            fresh_metrics(repo.as_ref(), user, range).await,
+            "{write}: the cached metrics must show the write"
+        );
+        assert_ne!(after, before, "{write} changes the metrics");
+        seen.push(after.summary.totals.executions);
+    }
+    assert_eq!(seen, [1, 2, 4, 6, 6, 7, 7]);
+
+    // Retention changes no metric, but drops every cached one.
+    cached_metrics(&service, user, range).await;
+    let loads = service.cache_stats().loads;
+    service
+        .purge_executions_before(OffsetDateTime::now_utc() - Duration::from_secs(400 * 86_400))
+        .await
+        .unwrap();
+    let after = cached_metrics(&service, user, range).await;
+    assert_eq!(after, fresh_metrics(repo.as_ref(), user, range).await);
+    assert_eq!(
+        service.cache_stats().loads,
+        loads + 4,
+        "retention drops all four cached metrics"
+    );
+
+    // As does the explicit invalidation.
+    service.invalidate_metrics(user).await;
+    cached_metrics(&service, user, range).await;
+    assert_eq!(service.cache_stats().loads, loads + 8);
 }

@@ -57,7 +57,11 @@ async fn record_many_is_one_statement_for_any_n(pool: PgPool) {
         }
     }
     counter.reset();
-    assert!(repo.record(batch(user, 1).remove(0)).await.unwrap());
+    assert!(
+        repo.record_operation_execution(batch(user, 1).remove(0))
+            .await
+            .unwrap()
+    );
     assert_eq!(counter.count(), 1, "record is one round trip");
 }
 

@@ -5,7 +5,7 @@
 use opsdeck_core::{OperationId, UserId};
 use opsdeck_cron_registry::{
     CronJob, CronRegistry, CronSchedule, CronService, Error, FunctionName, JobCommand, JobName,
-    NewJob, PgJobRegistry, SqlValue,
+    NewJob, PgCronRegistry, SqlValue,
 };
 use serde_json::json;
 use sqlx::PgPool;
@@ -44,7 +44,7 @@ async fn run_both_ways(pool: &PgPool, job: &CronJob) {
 #[sqlx::test(migrations = "../../migrations")]
 async fn quote_laden_input_cannot_inject(pool: PgPool) {
     let before = opsdeck_tables(&pool).await;
-    let registry = Arc::new(PgJobRegistry::with_runner(pool.clone()));
+    let registry = Arc::new(PgCronRegistry::with_runner(pool.clone()));
     let service = CronService::new(registry.clone());
     let user = UserId::random();
 
@@ -54,7 +54,7 @@ async fn quote_laden_input_cannot_inject(pool: PgPool) {
     assert!(FunctionName::parse("f(); DROP TABLE t; --").is_err());
     for (name, op) in [(EVIL, "summarize"), ("ok", EVIL)] {
         let err = service
-            .register(
+            .register_cron_job(
                 user,
                 name,
                 op,
@@ -63,14 +63,14 @@ async fn quote_laden_input_cannot_inject(pool: PgPool) {
             )
             .await
             .unwrap_err();
-        assert!(matches!(err, Error::Validation { .. }), "{err}");
+        assert!(matches!(err, Error::Validation(_)), "{err}");
     }
     assert!(registry.list_for_user(user).await.unwrap().is_empty());
 
     // Values: literals, whatever they contain.
     let arguments = json!({"note": EVIL, "backslash": BACKSLASH_EVIL, EVIL: "key"});
     let queued = registry
-        .register(NewJob::new(
+        .register_cron_job(NewJob::new(
             user,
             "queued".parse().unwrap(),
             "summarize".parse().unwrap(),
@@ -96,7 +96,7 @@ async fn quote_laden_input_cannot_inject(pool: PgPool) {
     .await
     .unwrap();
     let called = registry
-        .register(NewJob::new(
+        .register_cron_job(NewJob::new(
             user,
             "called".parse().unwrap(),
             "summarize".parse().unwrap(),
@@ -114,14 +114,14 @@ async fn quote_laden_input_cannot_inject(pool: PgPool) {
         .await
         .unwrap();
     run_both_ways(&pool, &called).await;
-    let notes: Vec<(sqlx::types::Uuid, String, String)> =
+    let notes: Vec<(UserId, String, String)> =
         sqlx::query_as("SELECT user_id, note, extra FROM public.notes")
             .fetch_all(&pool)
             .await
             .unwrap();
     assert_eq!(notes.len(), 2);
     for (who, note, extra) in notes {
-        assert_eq!(who, user.as_uuid());
+        assert_eq!(who, user);
         assert_eq!(note, EVIL);
         assert_eq!(extra, BACKSLASH_EVIL);
     }
@@ -138,32 +138,28 @@ async fn quote_laden_input_cannot_inject(pool: PgPool) {
 /// registers functions the application allowed; anything else writes nothing.
 #[tokio::test]
 async fn the_service_only_calls_allowed_functions() {
-    use opsdeck_cron_registry::{CronService, Error, InMemoryJobRegistry};
+    use opsdeck_cron_registry::{CronService, Error, InMemoryCronRegistry};
     use std::sync::Arc;
 
     let user = UserId::random();
     let call = |function: &str| {
         JobCommand::call_function(function.parse().unwrap(), vec![SqlValue::JobUser]).unwrap()
     };
-    let service = CronService::new(Arc::new(InMemoryJobRegistry::new()))
-        .allow_function(&"public.record_note".parse().unwrap());
+    let service = CronService::builder(Arc::new(InMemoryCronRegistry::new()))
+        .allow_function("public.record_note")
+        .build()
+        .unwrap();
     for forbidden in [
         "opsdeck.unregister_cron_job",
         "pg_catalog.pg_read_file",
         "record_note",
     ] {
         let error = service
-            .register(user, "sneaky", "summarize", "@daily", call(forbidden))
+            .register_cron_job(user, "sneaky", "summarize", "@daily", call(forbidden))
             .await
             .unwrap_err();
         assert!(
-            matches!(
-                error,
-                Error::Validation {
-                    field: "command",
-                    ..
-                }
-            ),
+            matches!(error, Error::Validation(ref v) if v.field == "command"),
             "{error:?}"
         );
     }
@@ -172,7 +168,7 @@ async fn the_service_only_calls_allowed_functions() {
         "nothing written"
     );
     service
-        .register(
+        .register_cron_job(
             user,
             "allowed",
             "summarize",

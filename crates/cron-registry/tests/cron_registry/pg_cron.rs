@@ -40,7 +40,7 @@ async fn detects_pg_cron_and_names_jobs_within_63_bytes(pool: PgPool) {
             let user = UserId::random();
             let long = "n".repeat(63);
             let job = registry
-                .register(yearly_job(user, &long, "summarize"))
+                .register_cron_job(yearly_job(user, &long, "summarize"))
                 .await
                 .unwrap();
             let pg_name = registry.pg_cron_job_name(&job).unwrap();
@@ -49,7 +49,7 @@ async fn detects_pg_cron_and_names_jobs_within_63_bytes(pool: PgPool) {
                 .await
                 .unwrap();
             assert_eq!(stored_name, pg_name, "pg_cron did not cut the name");
-            assert!(registry.unregister(user, &job.name).await.unwrap());
+            assert!(registry.unregister_cron_job(user, &job.name).await.unwrap());
         },
     )
     .await;
@@ -64,11 +64,11 @@ async fn register_twice_is_one_pg_cron_job(pool: PgPool) {
         |registry, cron| async move {
             let user = UserId::random();
             let first = registry
-                .register(yearly_job(user, "nightly", "summarize"))
+                .register_cron_job(yearly_job(user, "nightly", "summarize"))
                 .await
                 .unwrap();
             let second = registry
-                .register(yearly_job(user, "nightly", "summarize"))
+                .register_cron_job(yearly_job(user, "nightly", "summarize"))
                 .await
                 .unwrap();
             assert_eq!(first, second);
@@ -86,12 +86,17 @@ async fn register_twice_is_one_pg_cron_job(pool: PgPool) {
             // A changed definition updates the same pg_cron job.
             let mut changed = yearly_job(user, "nightly", "summarize");
             changed.schedule = CronSchedule::parse("@monthly").unwrap();
-            let third = registry.register(changed).await.unwrap();
+            let third = registry.register_cron_job(changed).await.unwrap();
             assert_eq!(third.pg_cron_job_id, Some(jobid));
             assert_eq!(pg_cron_job(&cron, jobid).await.unwrap().1, "@monthly");
             assert_eq!(pg_cron_jobs_with_prefix(&cron, prefix).await, 1);
 
-            assert!(registry.unregister(user, &name("nightly")).await.unwrap());
+            assert!(
+                registry
+                    .unregister_cron_job(user, &name("nightly"))
+                    .await
+                    .unwrap()
+            );
             assert_eq!(
                 pg_cron_job(&cron, jobid).await,
                 None,
@@ -109,11 +114,16 @@ async fn unregister_of_a_missing_job_is_ok_false(pool: PgPool) {
         pool,
         |registry, cron| async move {
             let user = UserId::random();
-            assert!(!registry.unregister(user, &name("ghost")).await.unwrap());
+            assert!(
+                !registry
+                    .unregister_cron_job(user, &name("ghost"))
+                    .await
+                    .unwrap()
+            );
 
             // Also when the registry row exists but pg_cron lost the job.
             let job = registry
-                .register(yearly_job(user, "ghost", "summarize"))
+                .register_cron_job(yearly_job(user, "ghost", "summarize"))
                 .await
                 .unwrap();
             on_job(
@@ -122,8 +132,18 @@ async fn unregister_of_a_missing_job_is_ok_false(pool: PgPool) {
                 job.pg_cron_job_id.unwrap(),
             )
             .await;
-            assert!(registry.unregister(user, &name("ghost")).await.unwrap());
-            assert!(!registry.unregister(user, &name("ghost")).await.unwrap());
+            assert!(
+                registry
+                    .unregister_cron_job(user, &name("ghost"))
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                !registry
+                    .unregister_cron_job(user, &name("ghost"))
+                    .await
+                    .unwrap()
+            );
         },
     )
     .await;
@@ -134,7 +154,7 @@ async fn pause_and_resume_are_reflected_in_cron_job_active(pool: PgPool) {
     with_pg_cron("pause_and_resume", pool, |registry, cron| async move {
         let user = UserId::random();
         let job = registry
-            .register(yearly_job(user, "pausable", "summarize"))
+            .register_cron_job(yearly_job(user, "pausable", "summarize"))
             .await
             .unwrap();
         let jobid = job.pg_cron_job_id.unwrap();
@@ -149,16 +169,16 @@ async fn pause_and_resume_are_reflected_in_cron_job_active(pool: PgPool) {
         // Registering paused, then re-registering active, carries the flag
         // to pg_cron too (its upsert by name would keep the old flag).
         registry
-            .register(yearly_job(user, "pausable", "summarize").active(false))
+            .register_cron_job(yearly_job(user, "pausable", "summarize").active(false))
             .await
             .unwrap();
         assert!(!active(cron.clone()).await);
         registry
-            .register(yearly_job(user, "pausable", "summarize"))
+            .register_cron_job(yearly_job(user, "pausable", "summarize"))
             .await
             .unwrap();
         assert!(active(cron.clone()).await);
-        assert!(registry.unregister(user, &job.name).await.unwrap());
+        assert!(registry.unregister_cron_job(user, &job.name).await.unwrap());
     })
     .await;
 }
@@ -171,14 +191,14 @@ async fn users_cannot_see_or_remove_each_others_pg_cron_jobs(pool: PgPool) {
         |registry, cron| async move {
             let (alice, bob) = (UserId::random(), UserId::random());
             let job = registry
-                .register(yearly_job(alice, "alice-only", "summarize"))
+                .register_cron_job(yearly_job(alice, "alice-only", "summarize"))
                 .await
                 .unwrap();
             let jobid = job.pg_cron_job_id.unwrap();
 
             assert_eq!(registry.get(bob, &job.name).await.unwrap(), None);
             assert!(registry.list_for_user(bob).await.unwrap().is_empty());
-            assert!(!registry.unregister(bob, &job.name).await.unwrap());
+            assert!(!registry.unregister_cron_job(bob, &job.name).await.unwrap());
             assert!(!registry.pause(bob, &job.name).await.unwrap());
             assert!(
                 registry
@@ -200,8 +220,18 @@ async fn users_cannot_see_or_remove_each_others_pg_cron_jobs(pool: PgPool) {
 
             let (.., active) = pg_cron_job(&cron, jobid).await.expect("still scheduled");
             assert!(active, "bob's pause did not reach pg_cron");
-            assert!(registry.exists(alice, &job.name).await.unwrap());
-            assert!(registry.unregister(alice, &job.name).await.unwrap());
+            assert!(
+                registry
+                    .check_cron_job_exists(alice, &job.name)
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                registry
+                    .unregister_cron_job(alice, &job.name)
+                    .await
+                    .unwrap()
+            );
         },
     )
     .await;
@@ -215,7 +245,7 @@ async fn a_minutely_job_runs_and_appears_in_history(pool: PgPool) {
     with_pg_cron("a_minutely_job_runs", pool, |registry, _cron| async move {
         let user = UserId::random();
         let job = registry
-            .register(opsdeck_cron_registry::NewJob::new(
+            .register_cron_job(opsdeck_cron_registry::NewJob::new(
                 user,
                 name("every-minute"),
                 "summarize".parse().unwrap(),
@@ -262,7 +292,7 @@ async fn a_minutely_job_runs_and_appears_in_history(pool: PgPool) {
         .unwrap();
         assert_eq!(tables, 1, "the quote-laden argument stayed a literal");
 
-        assert!(registry.unregister(user, &job.name).await.unwrap());
+        assert!(registry.unregister_cron_job(user, &job.name).await.unwrap());
     })
     .await;
 }
@@ -290,10 +320,15 @@ async fn a_failed_call_leaves_registry_and_pg_cron_consistent(pool: PgPool) {
             .await
             .unwrap();
             let failed = registry
-                .register(yearly_job(user, "doomed", "summarize"))
+                .register_cron_job(yearly_job(user, "doomed", "summarize"))
                 .await;
             assert!(matches!(failed, Err(Error::Database(_))), "{failed:?}");
-            assert!(!registry.exists(user, &name("doomed")).await.unwrap());
+            assert!(
+                !registry
+                    .check_cron_job_exists(user, &name("doomed"))
+                    .await
+                    .unwrap()
+            );
             assert_eq!(
                 pg_cron_jobs_with_prefix(&cron, &prefix).await,
                 0,
@@ -305,7 +340,7 @@ async fn a_failed_call_leaves_registry_and_pg_cron_consistent(pool: PgPool) {
                 .await
                 .unwrap();
             let job = registry
-                .register(yearly_job(user, "kept", "summarize"))
+                .register_cron_job(yearly_job(user, "kept", "summarize"))
                 .await
                 .unwrap();
             sqlx::raw_sql(
@@ -315,8 +350,13 @@ async fn a_failed_call_leaves_registry_and_pg_cron_consistent(pool: PgPool) {
             .execute(&app)
             .await
             .unwrap();
-            assert!(registry.unregister(user, &job.name).await.is_err());
-            assert!(registry.exists(user, &job.name).await.unwrap());
+            assert!(registry.unregister_cron_job(user, &job.name).await.is_err());
+            assert!(
+                registry
+                    .check_cron_job_exists(user, &job.name)
+                    .await
+                    .unwrap()
+            );
             assert!(
                 pg_cron_job(&cron, job.pg_cron_job_id.unwrap())
                     .await
@@ -327,7 +367,7 @@ async fn a_failed_call_leaves_registry_and_pg_cron_consistent(pool: PgPool) {
                 .execute(&app)
                 .await
                 .unwrap();
-            assert!(registry.unregister(user, &job.name).await.unwrap());
+            assert!(registry.unregister_cron_job(user, &job.name).await.unwrap());
             assert!(registry.reconcile().await.unwrap().is_clean());
         },
     )
@@ -343,10 +383,10 @@ async fn reconcile_repairs_drift(pool: PgPool) {
     with_pg_cron("reconcile_repairs_drift", pool, |registry, cron| async move {
         let prefix = registry.job_prefix().unwrap().to_string();
         let user = UserId::random();
-        let lost = registry.register(yearly_job(user, "lost", "summarize")).await.unwrap();
-        let flipped = registry.register(yearly_job(user, "flipped", "summarize")).await.unwrap();
-        let edited = registry.register(yearly_job(user, "edited", "summarize")).await.unwrap();
-        let fine = registry.register(yearly_job(user, "fine", "summarize")).await.unwrap();
+        let lost = registry.register_cron_job(yearly_job(user, "lost", "summarize")).await.unwrap();
+        let flipped = registry.register_cron_job(yearly_job(user, "flipped", "summarize")).await.unwrap();
+        let edited = registry.register_cron_job(yearly_job(user, "edited", "summarize")).await.unwrap();
+        let fine = registry.register_cron_job(yearly_job(user, "fine", "summarize")).await.unwrap();
 
         // pg_cron side: a job lost, one paused and one edited behind the
         // registry's back, and an orphan carrying the registry's prefix.
@@ -363,7 +403,7 @@ async fn reconcile_repairs_drift(pool: PgPool) {
         sqlx::query(
             "SELECT opsdeck.register_cron_job($1, 'from-sql', 'summarize', '@daily', 'refresh_recommendations')",
         )
-        .bind(user.as_uuid())
+        .bind(user)
         .execute(&app)
         .await
         .unwrap();
@@ -395,7 +435,7 @@ async fn reconcile_repairs_drift(pool: PgPool) {
         assert!(registry.reconcile().await.unwrap().is_clean());
 
         for job in registry.list_for_user(user).await.unwrap() {
-            assert!(registry.unregister(user, &job.name).await.unwrap());
+            assert!(registry.unregister_cron_job(user, &job.name).await.unwrap());
         }
     })
     .await;
@@ -408,8 +448,8 @@ async fn history_retention_prunes_pg_cron_runs(pool: PgPool) {
     let database = database_name(&pool).await;
     with_pg_cron("history_retention", pool, |registry, cron| async move {
         let user = UserId::random();
-        let a = registry.register(yearly_job(user, "a", "summarize")).await.unwrap();
-        let b = registry.register(yearly_job(user, "b", "summarize")).await.unwrap();
+        let a = registry.register_cron_job(yearly_job(user, "a", "summarize")).await.unwrap();
+        let b = registry.register_cron_job(yearly_job(user, "b", "summarize")).await.unwrap();
         for job in [&a, &b] {
             for age_days in [40, 10, 0] {
                 sqlx::query(
@@ -448,7 +488,7 @@ async fn history_retention_prunes_pg_cron_runs(pool: PgPool) {
         assert_eq!(registry.history(user, &a.name, 10).await.unwrap().len(), 1);
         assert_eq!(registry.history(user, &b.name, 10).await.unwrap().len(), 1);
         for job in [a, b] {
-            assert!(registry.unregister(user, &job.name).await.unwrap());
+            assert!(registry.unregister_cron_job(user, &job.name).await.unwrap());
         }
     })
     .await;

@@ -7,8 +7,8 @@ use std::time::Duration;
 use opsdeck_core::UserId;
 use opsdeck_cron_registry::{
     CronRegistry, CronRegistryExt, CronRunner, CronSchedule, FunctionName, HistoryScope,
-    InMemoryJobRegistry, JobCommand, NewJob, PgCronVersion, PgJobRegistry, RequestKind, RunStatus,
-    SqlExecutor, SqlValue,
+    InMemoryCronRegistry, JobCommand, NewJob, PgCronRegistry, PgCronVersion, RequestKind,
+    RunStatus, SqlExecutor, SqlValue,
 };
 use serde_json::json;
 use sqlx::PgPool;
@@ -42,14 +42,14 @@ async fn second_pool(pool: &PgPool) -> PgPool {
 
 #[sqlx::test(migrations = "../../migrations")]
 async fn two_runners_over_one_database_fire_a_due_job_once(pool: PgPool) {
-    let registry = PgJobRegistry::with_runner(pool.clone());
+    let registry = PgCronRegistry::with_runner(pool.clone());
     let user = UserId::random();
     let every5 = registry
-        .register(job(user, "every-5", "*/5 * * * *", run_operation()))
+        .register_cron_job(job(user, "every-5", "*/5 * * * *", run_operation()))
         .await
         .unwrap();
     let a = registry.runner().with_instance("a");
-    let b = PgJobRegistry::with_runner(second_pool(&pool).await)
+    let b = PgCronRegistry::with_runner(second_pool(&pool).await)
         .runner()
         .with_instance("b");
 
@@ -110,10 +110,10 @@ async fn two_runners_over_one_database_fire_a_due_job_once(pool: PgPool) {
 
 #[sqlx::test(migrations = "../../migrations")]
 async fn many_concurrent_runners_still_fire_once(pool: PgPool) {
-    let registry = PgJobRegistry::with_runner(pool.clone());
+    let registry = PgCronRegistry::with_runner(pool.clone());
     let user = UserId::random();
     registry
-        .register(job(user, "hourly", "@hourly", run_operation()))
+        .register_cron_job(job(user, "hourly", "@hourly", run_operation()))
         .await
         .unwrap();
     let other = second_pool(&pool).await;
@@ -124,7 +124,7 @@ async fn many_concurrent_runners_still_fire_once(pool: PgPool) {
             } else {
                 other.clone()
             };
-            Arc::new(PgJobRegistry::with_runner(pool).runner())
+            Arc::new(PgCronRegistry::with_runner(pool).runner())
         })
         .collect();
     let now = datetime!(2030-06-01 13:00:59 UTC);
@@ -143,10 +143,10 @@ async fn many_concurrent_runners_still_fire_once(pool: PgPool) {
 
 #[sqlx::test(migrations = "../../migrations")]
 async fn runner_records_failures_and_skips_paused_jobs(pool: PgPool) {
-    let registry = PgJobRegistry::with_runner(pool.clone());
+    let registry = PgCronRegistry::with_runner(pool.clone());
     let user = UserId::random();
     let broken = registry
-        .register(job(
+        .register_cron_job(job(
             user,
             "broken",
             "* * * * *",
@@ -159,7 +159,7 @@ async fn runner_records_failures_and_skips_paused_jobs(pool: PgPool) {
         .await
         .unwrap();
     let paused = registry
-        .register(job(user, "paused", "* * * * *", run_operation()).active(false))
+        .register_cron_job(job(user, "paused", "* * * * *", run_operation()).active(false))
         .await
         .unwrap();
     let runner = registry.runner();
@@ -191,10 +191,10 @@ async fn runner_records_failures_and_skips_paused_jobs(pool: PgPool) {
 
 #[sqlx::test(migrations = "../../migrations")]
 async fn runner_history_retention(pool: PgPool) {
-    let registry = PgJobRegistry::with_runner(pool.clone());
+    let registry = PgCronRegistry::with_runner(pool.clone());
     let user = UserId::random();
     let job = registry
-        .register(job(user, "minutely", "* * * * *", run_operation()))
+        .register_cron_job(job(user, "minutely", "* * * * *", run_operation()))
         .await
         .unwrap();
     let runner = registry.runner();
@@ -252,14 +252,14 @@ async fn runner_history_retention(pool: PgPool) {
 
 #[tokio::test]
 async fn in_memory_runners_fire_a_due_job_once() {
-    let registry = Arc::new(InMemoryJobRegistry::new());
+    let registry = Arc::new(InMemoryCronRegistry::new());
     let user = UserId::random();
     let nightly = registry
-        .register(job(user, "nightly", "30 2 * * *", run_operation()))
+        .register_cron_job(job(user, "nightly", "30 2 * * *", run_operation()))
         .await
         .unwrap();
     let prune = registry
-        .register(job(
+        .register_cron_job(job(
             user,
             "prune",
             "30 2 * * *",
@@ -297,10 +297,10 @@ async fn in_memory_runners_fire_a_due_job_once() {
 /// keeps the wait short.
 #[tokio::test]
 async fn spawned_runner_ticks_with_the_wall_clock() {
-    let registry = Arc::new(InMemoryJobRegistry::with_syntax(PgCronVersion::V1_5));
+    let registry = Arc::new(InMemoryCronRegistry::with_syntax(PgCronVersion::V1_5));
     let user = UserId::random();
     let job = registry
-        .register(job(user, "fast", "1 second", run_operation()))
+        .register_cron_job(job(user, "fast", "1 second", run_operation()))
         .await
         .unwrap();
     let handle =
@@ -324,10 +324,10 @@ async fn spawned_runner_ticks_with_the_wall_clock() {
 #[sqlx::test(migrations = "../../migrations")]
 async fn sql_executor_runs_the_rendered_command(pool: PgPool) {
     use opsdeck_cron_registry::JobExecutor;
-    let registry = PgJobRegistry::with_runner(pool.clone());
+    let registry = PgCronRegistry::with_runner(pool.clone());
     let user = UserId::random();
     let job = registry
-        .register(job(
+        .register_cron_job(job(
             user,
             "refresh",
             "@daily",

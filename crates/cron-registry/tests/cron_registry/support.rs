@@ -4,7 +4,7 @@
 
 use std::future::Future;
 
-use opsdeck_cron_registry::{PgJobRegistry, PgRegistryOptions};
+use opsdeck_cron_registry::{PgCronRegistry, PgCronRegistryOptions};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
@@ -50,15 +50,15 @@ pub(crate) async fn database_name(pool: &PgPool) -> String {
 /// pg_cron history of this database, whether `test` passed or panicked.
 pub(crate) async fn with_pg_cron<F, Fut>(name: &str, pool: PgPool, test: F)
 where
-    F: FnOnce(PgJobRegistry, PgPool) -> Fut,
+    F: FnOnce(PgCronRegistry, PgPool) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let Some(cron) = cron_pool_or_skip(name).await else {
         return;
     };
-    let registry = PgJobRegistry::connect(
+    let registry = PgCronRegistry::connect(
         pool.clone(),
-        PgRegistryOptions::new()
+        PgCronRegistryOptions::new()
             .cron_pool(cron.clone())
             .require_pg_cron(true),
     )

@@ -6,10 +6,12 @@
 //! The shared machinery lives in this module so each scheme file only
 //! describes its framing.
 
-mod github;
-mod slack;
-mod standard;
-mod stripe;
+// The crate root re-exports each scheme from its module; this module only
+// holds what they share, so the schemes import it and it imports none.
+pub(crate) mod github;
+pub(crate) mod slack;
+pub(crate) mod standard;
+pub(crate) mod stripe;
 
 use std::fmt;
 use std::sync::Arc;
@@ -18,25 +20,19 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use http::{HeaderMap, HeaderName, HeaderValue};
+use opsdeck_core::Secret;
 use subtle::{Choice, ConstantTimeEq};
 
-use crate::key::{Key, KeySet};
-use crate::secret::{Secret, SecretError};
-
-pub use github::GitHub;
-pub use slack::Slack;
-pub use standard::StandardWebhooks;
-pub use stripe::Stripe;
-
-/// Length of an HMAC-SHA256 tag in bytes.
-pub const MAC_LEN: usize = 32;
+use crate::key::{Key, KeySet, MAC_LEN};
+use crate::secret::SecretError;
 
 /// Most signatures one header may carry. Senders put several there only
 /// while rotating keys; the cap bounds the work a hostile header can cause.
 pub const MAX_SIGNATURES: usize = 8;
 
 /// A webhook signature scheme. The four schemes senders actually use are
-/// provided: [`StandardWebhooks`], [`Stripe`], [`GitHub`] and [`Slack`].
+/// provided: [`crate::StandardWebhooks`], [`crate::Stripe`],
+/// [`crate::GitHub`] and [`crate::Slack`].
 ///
 /// # Contract
 /// - `verify` never panics, whatever the headers and body; it succeeds only

@@ -1,6 +1,7 @@
 use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::engine::general_purpose::{STANDARD as BASE64, STANDARD_NO_PAD as BASE64_NO_PAD};
 use http::{HeaderMap, HeaderName};
+use opsdeck_core::Secret;
 use zeroize::Zeroizing;
 
 use super::{
@@ -8,7 +9,7 @@ use super::{
     decode_base64_mac, encode_base64, find_all, header_map, json_str, parse_timestamp, text,
 };
 use crate::key::{Key, KeySet};
-use crate::secret::{Secret, SecretError};
+use crate::secret::SecretError;
 
 static WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
 static WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
@@ -18,7 +19,8 @@ static WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signatur
 /// it: headers `webhook-id`, `webhook-timestamp`, `webhook-signature`;
 /// signed content `{id}.{timestamp}.{body}`; signatures `v1,<base64>`,
 /// several per header separated by spaces; secrets `whsec_<base64>`, the
-/// key being the decoded bytes (the prefix is optional).
+/// key being the decoded bytes (the prefix is optional; the base64 may be
+/// padded with `=` or not, as senders hand out both).
 ///
 /// Entries of other versions (e.g. asymmetric `v1a,`) are ignored, so a
 /// header with only those is [`VerifyError::NoSignature`].
@@ -44,9 +46,18 @@ impl Scheme for StandardWebhooks {
     fn key(&self, id: &str, secret: &Secret) -> Result<Key, SecretError> {
         let text = secret.expose();
         let encoded = text.strip_prefix(b"whsec_").unwrap_or(text);
+        // Senders hand out secrets with and without `=` padding, so a copied
+        // secret must not fail on its padding.
+        // Exactly these two: canonical padding, or none at all; a partly
+        // padded or otherwise odd text is refused.
+        let engine = if encoded.ends_with(b"=") {
+            &BASE64
+        } else {
+            &BASE64_NO_PAD
+        };
         let decoded =
             Zeroizing::new(
-                BASE64
+                engine
                     .decode(encoded)
                     .map_err(|_| SecretError::InvalidKey {
                         key_id: id.to_owned(),

@@ -6,7 +6,7 @@ use std::time::Duration;
 use opsdeck_core::StatementCounter;
 use opsdeck_webhook_verify::testing::{self, new_event, unique_source};
 use opsdeck_webhook_verify::{
-    EventRepository, InMemoryEventRepository, Outcome, PgEventRepository,
+    Error, EventId, EventRepository, InMemoryEventRepository, Outcome, PgEventRepository,
 };
 use sqlx::PgPool;
 
@@ -90,4 +90,32 @@ async fn database_constraints_mirror_the_types(pool: PgPool) {
             .expect_err("payload check");
         assert!(error.as_database_error().unwrap().is_check_violation());
     }
+}
+
+/// The ids parse while a row is decoded: a row the types refuse (here
+/// written while its constraint was dropped) reads as a corrupt row, never
+/// as a valid event and never as a panic.
+#[sqlx::test(migrations = "../../migrations")]
+async fn rows_the_types_refuse_read_as_corrupt(pool: PgPool) {
+    sqlx::query("ALTER TABLE opsdeck.webhook_events DROP CONSTRAINT webhook_events_source_check")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let id: String = sqlx::query_scalar(
+        "INSERT INTO opsdeck.webhook_events (id, source, scheme, external_id, key_id, payload)
+         VALUES (gen_random_uuid(), 'Bad Source', 'standard', 'x', 'k', '{}'::jsonb)
+         RETURNING id::text",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let id: EventId = id.parse().unwrap();
+    let repo = PgEventRepository::new(pool);
+    let error = repo.get(id).await.unwrap_err();
+    assert!(matches!(error, Error::Corrupt(_)), "{error:?}");
+    assert_eq!(error.status_code(), 500);
+    assert!(matches!(
+        repo.claim(10, Duration::from_secs(60)).await,
+        Err(Error::Corrupt(_))
+    ));
 }

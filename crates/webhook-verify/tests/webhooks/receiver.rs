@@ -2,12 +2,16 @@
 //! refusals, on PostgreSQL and in memory.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
+use async_trait::async_trait;
 use http::HeaderMap;
 use opsdeck_webhook_verify::{
-    Endpoint, Error, EventRepository, EventStatus, FileSecret, GitHub, InMemoryEventRepository,
-    KeyRing, Outgoing, Payload, PgEventRepository, Receiver, Scheme, Secret, Slack,
-    StandardWebhooks, Stripe, VerifyError, WebhookEvent, unix_now,
+    Endpoint, Error, EventHandler, EventId, EventRepository, EventStatus, FileSecret, GitHub,
+    HandlerError, InMemoryEventRepository, KeyRing, Outgoing, Payload, PgEventRepository, Receiver,
+    Scheme, Secret, Slack, StandardWebhooks, Stripe, VerifyError, WebhookEvent, WorkerConfig,
+    unix_now,
 };
 use serde_json::json;
 use sqlx::PgPool;
@@ -229,6 +233,120 @@ async fn in_memory_duplicates_are_accepted_and_logged_once() {
 #[sqlx::test(migrations = "../../migrations")]
 async fn postgres_duplicates_are_accepted_and_logged_once(pool: PgPool) {
     duplicates_are_accepted_and_logged_once(Arc::new(PgEventRepository::new(pool))).await;
+}
+
+/// Counts the events it handles.
+#[derive(Debug, Default)]
+struct Counting(AtomicUsize);
+
+#[async_trait]
+impl EventHandler for Counting {
+    async fn handle(&self, _event: &WebhookEvent) -> Result<(), HandlerError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// Reading the log and processing it go through the receiver (it hands
+/// out no backend): the same events the backend holds, names parsed at the
+/// edge, and workers woken by the receiver that logged the event.
+async fn reads_and_workers_go_through_the_receiver(repo: Arc<dyn EventRepository>) {
+    let receiver = receiver(Arc::clone(&repo));
+    let body = br#"{"type":"invoice.paid"}"#;
+    let headers = sign(&receiver, "billing", "msg_read", unix_now(), body);
+    let accepted = receiver.accept("billing", &headers, body).await.unwrap();
+
+    let event = receiver
+        .get(accepted.event_id)
+        .await
+        .unwrap()
+        .expect("the accepted event is logged");
+    assert_eq!(
+        Some(&event),
+        repo.get(accepted.event_id).await.unwrap().as_ref()
+    );
+    assert_eq!(
+        (event.external_id.as_str(), event.status),
+        ("msg_read", EventStatus::Received)
+    );
+    assert_eq!(
+        receiver.get(accepted.event_id.as_uuid()).await.unwrap(),
+        Some(event.clone()),
+        "a raw UUID reads the same event"
+    );
+    assert_eq!(receiver.get(EventId::random()).await.unwrap(), None);
+    assert_eq!(
+        receiver.find("billing", "msg_read").await.unwrap(),
+        Some(event)
+    );
+    assert_eq!(receiver.find("billing", "msg_other").await.unwrap(), None);
+    assert_eq!(receiver.find("chat", "msg_read").await.unwrap(), None);
+    let counts = receiver.counts("billing").await.unwrap();
+    assert_eq!((counts.received, counts.total()), (1, 1));
+    assert_eq!(receiver.counts("chat").await.unwrap().total(), 0);
+    for bad in ["", "Not A Name", "billing/../x"] {
+        let error = receiver.counts(bad).await.unwrap_err();
+        assert!(
+            matches!(&error, Error::Validation(v) if v.field == "source"),
+            "{bad:?}: {error:?}"
+        );
+        assert_eq!(error.status_code(), 400);
+        assert!(
+            matches!(
+                receiver.find(bad, "msg_read").await,
+                Err(Error::Validation(v)) if v.field == "source"
+            ),
+            "{bad:?}"
+        );
+    }
+
+    let handler = Arc::new(Counting::default());
+    let worker = receiver.worker(handler.clone());
+    assert_eq!(worker.run_once().await.unwrap(), 1);
+    assert_eq!(handler.0.load(Ordering::SeqCst), 1);
+    assert_eq!(receiver.counts("billing").await.unwrap().processed, 1);
+
+    // Idle, the worker would poll again only after an hour: the receiver's
+    // wakeup is what makes it handle the next event at once.
+    let idle = worker.config(WorkerConfig {
+        poll_interval: Duration::from_secs(3600),
+        ..WorkerConfig::default()
+    });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(async move {
+        idle.run(async {
+            let _ = stopped.await;
+        })
+        .await;
+    });
+    let headers = sign(&receiver, "billing", "msg_wake", unix_now(), body);
+    assert!(
+        !receiver
+            .accept("billing", &headers, body)
+            .await
+            .unwrap()
+            .duplicate
+    );
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while receiver.counts("billing").await.unwrap().processed < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the woken worker handles the new event");
+    assert_eq!(handler.0.load(Ordering::SeqCst), 2);
+    stop.send(()).unwrap();
+    running.await.unwrap();
+}
+
+#[tokio::test]
+async fn in_memory_reads_and_workers_go_through_the_receiver() {
+    reads_and_workers_go_through_the_receiver(Arc::new(InMemoryEventRepository::new())).await;
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn postgres_reads_and_workers_go_through_the_receiver(pool: PgPool) {
+    reads_and_workers_go_through_the_receiver(Arc::new(PgEventRepository::new(pool))).await;
 }
 
 #[sqlx::test(migrations = "../../migrations")]

@@ -230,6 +230,52 @@ fn signatures_of_the_standardwebhooks_crate_verify_and_vice_versa() {
     theirs.verify(body, &ours).unwrap();
 }
 
+/// A secret copied without its `=` padding is the same key: a payload the
+/// `standardwebhooks` crate signs with the padded secret verifies under the
+/// unpadded one (and the padded one), and our signature verifies there.
+#[test]
+fn unpadded_standard_secrets_are_the_same_key() {
+    use base64::Engine;
+    let body = br#"{"type":"invoice.paid","data":{"id":7}}"#;
+    let now = unix_now();
+    // 32 and 31 key bytes: one and two padding characters.
+    for len in [32u8, 31] {
+        let raw: Vec<u8> = (0..len).map(|i| i.wrapping_mul(37) ^ 0x5a).collect();
+        let padded = format!(
+            "whsec_{}",
+            base64::engine::general_purpose::STANDARD.encode(&raw)
+        );
+        let unpadded = padded.trim_end_matches('=').to_owned();
+        assert_eq!(padded.len() - unpadded.len(), usize::from(33 - len));
+
+        let theirs = standardwebhooks::Webhook::new(&padded).unwrap();
+        let signature = theirs.sign("msg_unpadded", now, body).unwrap();
+        let request = standard_request("msg_unpadded", now, &signature);
+        for secret in [&padded, &unpadded] {
+            let keys = keys(&StandardWebhooks, secret);
+            verify(&StandardWebhooks, &keys, &request, body)
+                .unwrap_or_else(|e| panic!("{len} bytes, {secret:?}: {e}"));
+        }
+        let ours = signed(&StandardWebhooks, &unpadded, now, body);
+        theirs.verify(body, &ours).unwrap();
+
+        // Only the two canonical spellings: a partly padded secret is
+        // refused, as are stray characters after the padding.
+        if len == 31 {
+            let partly = &padded[..padded.len() - 1];
+            assert!(partly.ends_with('=') && !partly.ends_with("=="));
+            assert!(matches!(
+                StandardWebhooks.key("k", &Secret::from(partly)),
+                Err(SecretError::InvalidKey { .. })
+            ));
+        }
+        assert!(matches!(
+            StandardWebhooks.key("k", &Secret::from(format!("{padded}A").as_str())),
+            Err(SecretError::InvalidKey { .. })
+        ));
+    }
+}
+
 #[test]
 fn rotation_reports_which_key_matched() {
     let body = br#"{"type":"ping"}"#;
