@@ -6,6 +6,7 @@ use opsdeck_analytics::{
     AnalyticsService, ExecutionRecord, Recommendation, RecommendationId, RecommendedAction,
 };
 use opsdeck_core::UserId;
+use opsdeck_cron_registry::{CronRequest, RequestKind};
 use opsdeck_preferences::PreferencePatch;
 use opsdeck_webhook_verify::{EventHandler, HandlerError, Payload, WebhookEvent};
 
@@ -21,6 +22,26 @@ pub enum FlowError {
     /// The preferences step failed.
     #[error(transparent)]
     Preferences(#[from] opsdeck_preferences::Error),
+    /// The cron step failed.
+    #[error(transparent)]
+    Cron(#[from] opsdeck_cron_registry::Error),
+}
+
+/// What one pass of [`OpsDeck::process_cron_requests`] did.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct CronRequestsReport {
+    /// Requests taken from `cron_job_requests`.
+    pub taken: usize,
+    /// `RefreshRecommendations` requests whose user's recommendations were
+    /// generated again.
+    pub recommendations_refreshed: usize,
+    /// `RunOperation` requests, oldest first. opsdeck does not know how to
+    /// run an application's operation: the caller runs these.
+    pub run_operation: Vec<CronRequest>,
+    /// Requests whose step failed, with the error. A taken request is not
+    /// queued again; the job fires again at its next scheduled time.
+    pub failed: Vec<(CronRequest, FlowError)>,
 }
 
 impl OpsDeck {
@@ -48,6 +69,50 @@ impl OpsDeck {
                 .await?;
         }
         Ok(recommendation)
+    }
+
+    /// Consumes up to `limit` queued cron requests (the rows pg_cron or the
+    /// in-process runner append to `cron_job_requests` when a
+    /// `RunOperation` or `RefreshRecommendations` job fires), oldest first.
+    /// `RefreshRecommendations` runs
+    /// [`generate_recommendations`](opsdeck_analytics::AnalyticsService::generate_recommendations)
+    /// for the job's user; `RunOperation` requests are handed back in the
+    /// report for the application to run.
+    ///
+    /// Call it from one loop per instance (e.g. every few seconds);
+    /// concurrent callers never receive the same request. Delivery is at
+    /// most once: a request whose step fails is reported, not re-queued.
+    pub async fn process_cron_requests(
+        &self,
+        limit: usize,
+    ) -> Result<CronRequestsReport, FlowError> {
+        let requests = self.cron().take_requests(limit).await?;
+        let mut report = CronRequestsReport {
+            taken: requests.len(),
+            ..CronRequestsReport::default()
+        };
+        for request in requests {
+            match request.kind {
+                RequestKind::RefreshRecommendations => {
+                    match self
+                        .analytics()
+                        .generate_recommendations(request.user_id)
+                        .await
+                    {
+                        Ok(_) => report.recommendations_refreshed += 1,
+                        Err(error) => {
+                            tracing::warn!(user = %request.user_id, job = %request.job_name, %error,
+                                "refreshing recommendations for a cron job failed");
+                            report.failed.push((request, error.into()));
+                        }
+                    }
+                }
+                RequestKind::RunOperation => report.run_operation.push(request),
+                // A kind added by a newer cron registry: hand it to the caller too.
+                _ => report.run_operation.push(request),
+            }
+        }
+        Ok(report)
     }
 }
 

@@ -35,7 +35,7 @@ mod deck;
 mod flows;
 
 pub use deck::{Backend, InvalidationChannel, OpsDeck, OpsDeckBuilder};
-pub use flows::{FlowError, RecordExecutionsFromWebhooks};
+pub use flows::{CronRequestsReport, FlowError, RecordExecutionsFromWebhooks};
 
 pub use opsdeck_analytics as analytics;
 pub use opsdeck_analytics::{AnalyticsConfig, AnalyticsService, ExecutionRecord, Money};

@@ -25,10 +25,11 @@ fn execution(user: UserId, model: &str, cost_micros: i64, days_ago: i64) -> Exec
     }
 }
 
-async fn applying_a_recommendation_switches_the_preferred_model(deck: &OpsDeck) {
-    let user = UserId::random();
-    // Same success rate, the second model costs a tenth: enough samples of both.
-    let records: Vec<_> = (0..300)
+/// Two weeks of a user's executions on two models with the same success
+/// rate, the second at a tenth of the cost: enough samples of both for a
+/// cheaper-model recommendation.
+pub(crate) fn cheaper_model_history(user: UserId) -> Vec<ExecutionRecord> {
+    (0..300)
         .map(|i| {
             let (model, cost) = if i % 2 == 0 {
                 ("anthropic/claude-sonnet-4", 9_000)
@@ -37,8 +38,15 @@ async fn applying_a_recommendation_switches_the_preferred_model(deck: &OpsDeck) 
             };
             execution(user, model, cost, i % 14 + 1)
         })
-        .collect();
-    deck.analytics().record_many(records).await.unwrap();
+        .collect()
+}
+
+async fn applying_a_recommendation_switches_the_preferred_model(deck: &OpsDeck) {
+    let user = UserId::random();
+    deck.analytics()
+        .record_many(cheaper_model_history(user))
+        .await
+        .unwrap();
     let recommendations = deck
         .analytics()
         .generate_recommendations(user)

@@ -4,6 +4,7 @@
 //! PostgreSQL tests use `#[sqlx::test]` (needs `DATABASE_URL`); the Redis
 //! test needs Redis at `REDIS_URL` (default `redis://127.0.0.1:6379`).
 
+mod cron_requests;
 mod deck;
 mod flows;
 mod secrets;
