@@ -1,4 +1,4 @@
-//! A webhook server on PostgreSQL: `POST /webhook-trigger/{endpoint}`
+//! A webhook server on an [`opsdeck::OpsDeck`]: `POST /webhook-trigger/{endpoint}`
 //! verifies, logs to `opsdeck.webhook_events` and answers 202; two workers
 //! process the events with a handler that logs them.
 //!
@@ -8,18 +8,28 @@
 //!
 //! Settings (environment): `DATABASE_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`; the migrations are
-//! applied), `PORT` (default 3000), `GITHUB_WEBHOOK_SECRET` and
-//! `STANDARD_WEBHOOK_SECRET` (demo secrets otherwise). Endpoints:
-//! `github` (GitHub) and `demo` (Standard Webhooks). At start it prints a
-//! `curl` command, signed just then, for each.
+//! applied), `PORT` (default 3000), and one endpoint per scheme:
+//!
+//! | endpoint | scheme | secret variable |
+//! |---|---|---|
+//! | `demo` | Standard Webhooks | `STANDARD_WEBHOOK_SECRET` (`whsec_…`; a demo secret otherwise) |
+//! | `github` | GitHub | `GITHUB_WEBHOOK_SECRET` (GitHub's documented example secret otherwise) |
+//! | `stripe` | Stripe | `STRIPE_WEBHOOK_SECRET` (`whsec_…`; endpoint off when unset) |
+//! | `slack` | Slack | `SLACK_SIGNING_SECRET` (endpoint off when unset) |
+//!
+//! During a rotation, set `<VARIABLE>_PREVIOUS` to the old secret: requests
+//! signed with either verify until you remove it. Variables are re-read
+//! every 5 minutes, so rotating needs no restart. At start it prints a
+//! `curl` command, signed just then, for the `demo` endpoint.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use opsdeck::OpsDeck;
 use opsdeck::webhooks::{
-    Endpoint, EnvSecret, EventHandler, GitHub, HandlerError, KeyRing, Outgoing, PgEventRepository,
-    Receiver, Scheme, Secret, StandardWebhooks, WebhookEvent, Worker, unix_now,
+    Endpoint, EnvSecret, EventHandler, GitHub, HandlerError, KeyRing, Outgoing, Scheme, Secret,
+    Slack, StandardWebhooks, Stripe, WebhookEvent, unix_now,
 };
 use tokio::sync::watch;
 
@@ -46,16 +56,49 @@ impl EventHandler for LogHandler {
     }
 }
 
-/// Keys from the environment variable if it is set (re-read every 5
-/// minutes, so rotating it needs no restart), else the demo secret.
-fn keys(scheme: impl Scheme + 'static, var: &str, demo: &str) -> KeyRing {
+/// Keys from the environment variable `var` (and `var_PREVIOUS` during a
+/// rotation), re-read every 5 minutes so rotating needs no restart; the
+/// demo secret when `var` is unset, or `None` when there is no demo secret.
+fn keys(scheme: impl Scheme + 'static, var: &str, demo: Option<&str>) -> Option<KeyRing> {
     let ring = KeyRing::new(scheme).ttl(Duration::from_secs(300));
-    if std::env::var_os(var).is_some() {
+    let ring = if std::env::var_os(var).is_some() {
         ring.source("current", EnvSecret::new(var))
-    } else {
+    } else if let Some(demo) = demo {
         tracing::warn!("{var} is not set; using the demo secret");
         ring.source("current", Secret::from(demo))
+    } else {
+        tracing::info!("{var} is not set; its endpoint is off");
+        return None;
+    };
+    let previous = format!("{var}_PREVIOUS");
+    Some(if std::env::var_os(&previous).is_some() {
+        tracing::info!("{previous} is set: accepting the previous secret too");
+        ring.source("previous", EnvSecret::new(previous))
+    } else {
+        ring
+    })
+}
+
+/// The endpoints whose secrets are configured (GitHub and Standard
+/// Webhooks fall back to demo secrets).
+fn endpoints() -> Result<Vec<Endpoint>, Box<dyn std::error::Error>> {
+    let mut endpoints = Vec::new();
+    let configured = [
+        ("demo", keys(StandardWebhooks, "STANDARD_WEBHOOK_SECRET", Some(DEMO_STANDARD_SECRET))),
+        ("github", keys(GitHub, "GITHUB_WEBHOOK_SECRET", Some(DEMO_GITHUB_SECRET))),
+        ("stripe", keys(Stripe, "STRIPE_WEBHOOK_SECRET", None)),
+        ("slack", keys(Slack, "SLACK_SIGNING_SECRET", None)),
+    ];
+    for (name, keys) in configured {
+        let Some(keys) = keys else { continue };
+        let mut endpoint = Endpoint::new(name.parse()?, keys);
+        if name == "github" {
+            // GitHub payloads can be large.
+            endpoint = endpoint.max_body_bytes(25 * 1024 * 1024);
+        }
+        endpoints.push(endpoint);
     }
+    Ok(endpoints)
 }
 
 /// A ready-to-run signed request for the `demo` endpoint.
@@ -96,38 +139,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .and_then(|p| p.parse().ok())
         .unwrap_or(3000);
 
-    let pool = sqlx::postgres::PgPoolOptions::new()
+    let deck = endpoints()?
+        .into_iter()
+        .fold(OpsDeck::builder(), |builder, endpoint| {
+            builder.webhook_endpoint(endpoint)
+        })
+        .database_url(url)
         .max_connections(8)
-        .connect(&url)
+        .migrate(true)
+        .build()
         .await?;
-    opsdeck::MIGRATOR.run(&pool).await?;
-
-    let repository = Arc::new(PgEventRepository::new(pool));
-    let receiver = Arc::new(
-        Receiver::new(repository.clone())
-            .endpoint(
-                Endpoint::new(
-                    "github".parse()?,
-                    keys(GitHub, "GITHUB_WEBHOOK_SECRET", DEMO_GITHUB_SECRET),
-                )
-                // GitHub payloads can be large.
-                .max_body_bytes(25 * 1024 * 1024),
-            )
-            .endpoint(Endpoint::new(
-                "demo".parse()?,
-                keys(
-                    StandardWebhooks,
-                    "STANDARD_WEBHOOK_SECRET",
-                    DEMO_STANDARD_SECRET,
-                ),
-            )),
-    );
+    let receiver = deck.webhook_receiver().clone();
 
     let (stop, stopped) = watch::channel(false);
     let mut workers = Vec::new();
     for _ in 0..2 {
-        let worker =
-            Worker::new(repository.clone(), Arc::new(LogHandler)).wakeup(receiver.wakeup());
+        let worker = receiver.worker(Arc::new(LogHandler));
         let mut stopped = stopped.clone();
         workers.push(tokio::spawn(async move {
             worker
