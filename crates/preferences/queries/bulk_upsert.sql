@@ -40,11 +40,21 @@ inserted AS (
     WHERE NOT EXISTS (SELECT 1 FROM updated AS u WHERE u.operation_id = i.operation_id)
     ORDER BY i.operation_id
     -- Only reached when another writer created the row after our snapshot:
-    -- the patch still applies, over the other writer's values.
+    -- the patch still applies over the other writer's values, field by
+    -- field. EXCLUDED carries the insert's defaults for fields the patch did
+    -- not give, so the given-ness is read back from `input`.
     ON CONFLICT (user_id, operation_id) DO UPDATE
-    SET enabled         = EXCLUDED.enabled,
-        preferred_model = EXCLUDED.preferred_model,
-        settings        = EXCLUDED.settings,
+    SET enabled         = COALESCE(
+                              (SELECT i.enabled FROM input AS i WHERE i.operation_id = EXCLUDED.operation_id),
+                              p.enabled),
+        preferred_model = CASE
+                              WHEN (SELECT i.model_given FROM input AS i WHERE i.operation_id = EXCLUDED.operation_id)
+                              THEN EXCLUDED.preferred_model
+                              ELSE p.preferred_model
+                          END,
+        settings        = COALESCE(
+                              (SELECT i.settings::jsonb FROM input AS i WHERE i.operation_id = EXCLUDED.operation_id),
+                              p.settings),
         version         = p.version + 1,
         updated_at      = now()
     RETURNING p.user_id, p.operation_id, p.enabled, p.preferred_model, p.settings,

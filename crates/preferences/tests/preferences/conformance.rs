@@ -104,3 +104,61 @@ async fn concurrent_bulk_writes_of_one_user_serialize(pool: PgPool) {
         rows.iter().map(|r| r.version).collect::<Vec<_>>()
     );
 }
+
+/// A bulk patch that meets a row another writer created after its snapshot
+/// (the `ON CONFLICT` branch) still changes only the fields it gives.
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_patch_racing_a_concurrent_create_keeps_the_fields_it_does_not_give(pool: PgPool) {
+    use opsdeck_core::UserId;
+    use opsdeck_preferences::{PreferencePatch, PreferencesRepository};
+
+    let repo = PgPreferencesRepository::new(pool.clone());
+    let user = UserId::random();
+    // Another writer creates the row and holds its transaction open.
+    let mut other = pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO opsdeck.user_operation_preferences
+             (user_id, operation_id, enabled, preferred_model, settings)
+         VALUES ($1, 'summarize', true, 'anthropic/claude-sonnet-4', '{\"length\": \"short\"}')",
+    )
+    .bind(user)
+    .execute(&mut *other)
+    .await
+    .unwrap();
+    // Our bulk patch starts before that row commits: it does not see it,
+    // tries to insert, and waits on the other writer's row.
+    let patch = tokio::spawn(async move {
+        repo.bulk_update_operation_preferences(
+            user,
+            vec![PreferencePatch::new("summarize".parse().unwrap()).enabled(false)],
+        )
+        .await
+        .unwrap()
+    });
+    // Commit once the patch is waiting on the row lock.
+    for _ in 0..500 {
+        let waiting: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                            WHERE wait_event_type = 'Lock' AND datname = current_database())",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if waiting {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    other.commit().await.unwrap();
+    let rows = patch.await.unwrap();
+    assert_eq!(rows.len(), 1);
+    let row = &rows[0];
+    assert!(!row.enabled, "the patch applied");
+    assert_eq!(
+        row.preferred_model.as_ref().map(|m| m.as_str()),
+        Some("anthropic/claude-sonnet-4"),
+        "a field the patch did not give is kept"
+    );
+    assert_eq!(row.settings.get("length"), Some(&serde_json::json!("short")));
+    assert_eq!(row.version, 2);
+}
