@@ -35,6 +35,12 @@ pub struct Invalidation {
     pub namespace: String,
     /// What to drop.
     pub scope: Scope,
+    /// The sender could not drop the entries from the shared L2 (it was cut
+    /// off from it, or the message was queued while the bus was down):
+    /// receivers drop them from L2 too, before their L1, so none of them
+    /// re-reads the old value from L2. Absent in older messages.
+    #[serde(default)]
+    pub remote_pending: bool,
 }
 
 /// What subscribers of a bus receive.
@@ -167,7 +173,8 @@ impl Drop for ReaderTask {
     }
 }
 
-/// Reconnection delays of the bus readers: 50 ms doubling to 2 s.
+/// Reconnection delays of the bus readers: 50 ms doubling to 500 ms, so a
+/// healed channel is used again well within a second.
 #[cfg(any(feature = "redis", feature = "postgres"))]
 #[derive(Debug)]
 pub(crate) struct Backoff(std::time::Duration);
@@ -175,7 +182,7 @@ pub(crate) struct Backoff(std::time::Duration);
 #[cfg(any(feature = "redis", feature = "postgres"))]
 impl Backoff {
     const FIRST: std::time::Duration = std::time::Duration::from_millis(50);
-    const MAX: std::time::Duration = std::time::Duration::from_secs(2);
+    const MAX: std::time::Duration = std::time::Duration::from_millis(500);
 
     pub(crate) fn new() -> Self {
         Backoff(Self::FIRST)

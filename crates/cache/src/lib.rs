@@ -48,7 +48,7 @@ mod stats;
 pub mod testing;
 
 pub use bus::{BusEvent, InMemoryInvalidationBus, Invalidation, InvalidationBus, Scope};
-pub use cache::{Cache, CacheConfig, CacheValue, Tiers};
+pub use cache::{Cache, CacheConfig, CacheValue, Propagation, Tiers};
 pub use error::TierError;
 pub use key::CacheKey;
 pub use memory::InMemoryRemoteStore;

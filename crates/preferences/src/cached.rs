@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use opsdeck_cache::{Cache, CacheConfig, CacheKey, CacheStats, CacheValue, Tiers};
+use opsdeck_cache::{Cache, CacheConfig, CacheKey, CacheStats, CacheValue, Propagation, Tiers};
 use opsdeck_core::{OperationId, UserId};
 
 use crate::error::Result;
@@ -50,7 +50,9 @@ impl PreferencesConfig {
 /// A [`PreferencesRepository`] that serves reads from a cache (moka L1,
 /// optionally a shared L2 and an invalidation bus, see [`Tiers`]) and drops
 /// the affected entries on every write — also when the write failed, since
-/// a database error can hide a commit.
+/// a database error can hide a commit. After a failed write the local
+/// entries are dropped at once and the other tiers are told in the
+/// background ([`Propagation::Background`]), so the error is not delayed.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -150,8 +152,9 @@ impl<R: PreferencesRepository> PreferencesRepository for Cached<R> {
             .inner
             .update_operation_preference(user, patch, expected_version)
             .await;
-        self.operations.invalidate(&key).await;
-        self.lists.invalidate_user(user).await;
+        let propagation = Propagation::after(&result);
+        self.operations.invalidate_with(&key, propagation).await;
+        self.lists.invalidate_user_with(user, propagation).await;
         if result.is_ok() && self.refresh_after_write {
             let refreshed = self
                 .operations
@@ -179,8 +182,11 @@ impl<R: PreferencesRepository> PreferencesRepository for Cached<R> {
             .inner
             .bulk_update_operation_preferences(user, patches)
             .await;
-        self.operations.invalidate_user(user).await;
-        self.lists.invalidate_user(user).await;
+        let propagation = Propagation::after(&result);
+        self.operations
+            .invalidate_user_with(user, propagation)
+            .await;
+        self.lists.invalidate_user_with(user, propagation).await;
         result
     }
 
@@ -193,10 +199,11 @@ impl<R: PreferencesRepository> PreferencesRepository for Cached<R> {
             .inner
             .delete_operation_preference(user, operation)
             .await;
+        let propagation = Propagation::after(&result);
         self.operations
-            .invalidate(&CacheKey::new(user, operation.as_str()))
+            .invalidate_with(&CacheKey::new(user, operation.as_str()), propagation)
             .await;
-        self.lists.invalidate_user(user).await;
+        self.lists.invalidate_user_with(user, propagation).await;
         result
     }
 
@@ -219,7 +226,9 @@ impl<R: PreferencesRepository> PreferencesRepository for Cached<R> {
             .inner
             .set_user_preferences(user, patch, expected_version)
             .await;
-        self.users.invalidate(&CacheKey::new(user, "")).await;
+        self.users
+            .invalidate_with(&CacheKey::new(user, ""), Propagation::after(&result))
+            .await;
         result
     }
 }

@@ -28,13 +28,15 @@ pub struct CacheConfig {
 }
 
 impl CacheConfig {
-    /// A namespace with the given TTL, 100 000 L1 entries and a 1 s L2 cooldown.
+    /// A namespace with the given TTL, 100 000 L1 entries and a 250 ms L2
+    /// cooldown (short, so that a healed L2 is trusted again — after its
+    /// deferred invalidations are replayed — well within a second).
     pub fn new(name: &'static str, ttl: Duration) -> Self {
         CacheConfig {
             name,
             ttl,
             max_capacity: 100_000,
-            remote_cooldown: Duration::from_secs(1),
+            remote_cooldown: Duration::from_millis(250),
         }
     }
 

@@ -20,7 +20,7 @@ mod tests;
 
 pub use config::{CacheConfig, CacheValue, Tiers};
 use l1::GENERATION_STRIPES;
-use propagation::apply_remote_invalidations;
+use propagation::{Backlog, apply_remote_invalidations};
 use remote::{Remote, RemoteState, encode};
 
 type Inflight<V> = Mutex<HashMap<(CacheKey, u64), Arc<OnceCell<V>>>>;
@@ -62,12 +62,42 @@ struct Inner<V> {
     remote: Option<Remote>,
     bus: Option<Arc<dyn InvalidationBus>>,
     listener: Option<tokio::task::JoinHandle<()>>,
+    /// Invalidations still to announce on the bus, oldest first, and
+    /// whether a repair task is running (see `propagation.rs`).
+    backlog: Mutex<Backlog>,
+    /// This namespace, for the tasks it spawns (they must not keep it alive).
+    me: Weak<Inner<V>>,
 }
 
 impl<V> Drop for Inner<V> {
     fn drop(&mut self) {
         if let Some(listener) = &self.listener {
             listener.abort();
+        }
+    }
+}
+
+/// How far an invalidation must have travelled before the call returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Propagation {
+    /// Return once L1, L2 and the bus were told (or the failures queued for
+    /// replay): the caller's next read anywhere sees the change.
+    #[default]
+    Await,
+    /// Drop the local L1 entries now and tell L2 and the bus from a
+    /// background task: for error paths, whose caller must not wait on a
+    /// slow or unreachable tier to learn that the write failed.
+    Background,
+}
+
+impl Propagation {
+    /// `Await` after a successful write, `Background` after a failed one (a
+    /// failed write may still have committed, so it is invalidated too).
+    pub fn after<T, E>(result: &Result<T, E>) -> Self {
+        match result {
+            Ok(_) => Propagation::Await,
+            Err(_) => Propagation::Background,
         }
     }
 }
@@ -111,6 +141,8 @@ impl<V: CacheValue> Cache<V> {
                 remote,
                 bus: tiers.bus,
                 listener,
+                backlog: Mutex::new(Backlog::default()),
+                me: weak.clone(),
             }
         });
         Cache { inner }
@@ -163,17 +195,34 @@ impl<V: CacheValue> Cache<V> {
     /// Drops `key` here, in L2, and (through the bus) in the other
     /// instances' L1. A load of it that is running now will not store.
     pub async fn invalidate(&self, key: &CacheKey) {
-        self.inner
-            .invalidate_everywhere(Scope::Key {
-                user: key.user(),
-                item: key.item().to_string(),
-            })
-            .await;
+        self.invalidate_with(key, Propagation::Await).await;
+    }
+
+    /// [`Cache::invalidate`], returning as `propagation` says.
+    pub async fn invalidate_with(&self, key: &CacheKey, propagation: Propagation) {
+        let scope = Scope::Key {
+            user: key.user(),
+            item: key.item().to_string(),
+        };
+        self.inner.invalidate_with(scope, propagation).await;
     }
 
     /// Drops every key of `user` in this namespace, everywhere.
     pub async fn invalidate_user(&self, user: UserId) {
-        self.inner.invalidate_everywhere(Scope::User { user }).await;
+        self.invalidate_user_with(user, Propagation::Await).await;
+    }
+
+    /// [`Cache::invalidate_user`], returning as `propagation` says.
+    pub async fn invalidate_user_with(&self, user: UserId, propagation: Propagation) {
+        self.inner
+            .invalidate_with(Scope::User { user }, propagation)
+            .await;
+    }
+
+    /// Invalidations waiting to be announced on the bus (it was unreachable
+    /// when they were made); a background task replays them in order.
+    pub fn pending_announcements(&self) -> usize {
+        self.inner.backlog_len()
     }
 
     /// Drops every entry of this instance's L1 and asks the other instances

@@ -145,6 +145,11 @@ impl Remote {
     pub(super) fn defer(&self, scope: Scope) {
         self.state().pending.push(scope);
     }
+
+    /// Whether L2 deletes wait to be replayed.
+    pub(super) fn has_pending(&self) -> bool {
+        !self.state().pending.is_empty() || !self.healthy.load(Ordering::Acquire)
+    }
 }
 
 pub(super) async fn remote_invalidate(

@@ -310,3 +310,219 @@ impl<V: CacheValue> Cache<V> {
         self.inner.l1.entry_count()
     }
 }
+
+/// Coherence after a fault heals (issue 10, defect 1): one instance cut off
+/// from L2 and/or the bus writes; once the fault heals, every instance
+/// serves the new value within a second.
+mod coherence_after_faults {
+    use std::sync::atomic::{AtomicBool, AtomicU32};
+
+    use async_trait::async_trait;
+    use tokio::sync::broadcast;
+
+    use super::*;
+    use crate::bus::{BusEvent, Invalidation};
+    use crate::error::TierError;
+    use crate::remote::RemoteRead;
+
+    /// One instance's view of the shared tiers; `cut` makes every call of
+    /// that instance fail, as a network partition (or a frozen server) would.
+    #[derive(Debug)]
+    struct CutOff {
+        store: Arc<InMemoryRemoteStore>,
+        bus: Arc<InMemoryInvalidationBus>,
+        cut_store: Arc<AtomicBool>,
+        cut_bus: Arc<AtomicBool>,
+    }
+
+    fn down() -> TierError {
+        TierError::backend(std::io::Error::other("partitioned"))
+    }
+
+    impl CutOff {
+        fn check(flag: &AtomicBool) -> Result<(), TierError> {
+            if flag.load(Ordering::SeqCst) {
+                Err(down())
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    #[async_trait]
+    impl RemoteStore for CutOff {
+        async fn get(&self, namespace: &str, key: &CacheKey) -> Result<RemoteRead, TierError> {
+            Self::check(&self.cut_store)?;
+            self.store.get(namespace, key).await
+        }
+        async fn put_if_generation(
+            &self,
+            namespace: &str,
+            key: &CacheKey,
+            value: &[u8],
+            ttl: Duration,
+            generation: u64,
+        ) -> Result<bool, TierError> {
+            Self::check(&self.cut_store)?;
+            self.store
+                .put_if_generation(namespace, key, value, ttl, generation)
+                .await
+        }
+        async fn put(
+            &self,
+            namespace: &str,
+            key: &CacheKey,
+            value: &[u8],
+            ttl: Duration,
+        ) -> Result<(), TierError> {
+            Self::check(&self.cut_store)?;
+            self.store.put(namespace, key, value, ttl).await
+        }
+        async fn invalidate(&self, namespace: &str, key: &CacheKey) -> Result<(), TierError> {
+            Self::check(&self.cut_store)?;
+            self.store.invalidate(namespace, key).await
+        }
+        async fn invalidate_user(&self, namespace: &str, user: UserId) -> Result<(), TierError> {
+            Self::check(&self.cut_store)?;
+            self.store.invalidate_user(namespace, user).await
+        }
+    }
+
+    #[async_trait]
+    impl InvalidationBus for CutOff {
+        async fn publish(&self, invalidation: &Invalidation) -> Result<(), TierError> {
+            Self::check(&self.cut_bus)?;
+            self.bus.publish(invalidation).await
+        }
+        fn subscribe(&self) -> broadcast::Receiver<BusEvent> {
+            self.bus.subscribe()
+        }
+    }
+
+    /// A "database" row and an instance reading it through its cache.
+    struct Instance {
+        cache: Cache<Option<u32>>,
+    }
+
+    impl Instance {
+        fn new(tiers: &Arc<CutOff>) -> Self {
+            Instance {
+                cache: Cache::with_tiers(
+                    CacheConfig::new("coherence", Duration::from_secs(600)),
+                    Tiers::none()
+                        .with_remote(tiers.clone() as Arc<dyn RemoteStore>)
+                        .with_bus(tiers.clone() as Arc<dyn InvalidationBus>),
+                ),
+            }
+        }
+
+        async fn read(&self, key: &CacheKey, db: &Arc<AtomicU32>) -> Option<u32> {
+            let db = Arc::clone(db);
+            self.cache
+                .get_or_load(key, || async move {
+                    Ok::<_, Infallible>(Some(db.load(Ordering::SeqCst)))
+                })
+                .await
+                .unwrap()
+        }
+    }
+
+    struct World {
+        store: Arc<InMemoryRemoteStore>,
+        bus: Arc<InMemoryInvalidationBus>,
+    }
+
+    impl World {
+        fn new() -> Self {
+            World {
+                store: Arc::new(InMemoryRemoteStore::new()),
+                bus: Arc::new(InMemoryInvalidationBus::new()),
+            }
+        }
+
+        fn view(&self, cut_store: &Arc<AtomicBool>, cut_bus: &Arc<AtomicBool>) -> Arc<CutOff> {
+            Arc::new(CutOff {
+                store: self.store.clone(),
+                bus: self.bus.clone(),
+                cut_store: cut_store.clone(),
+                cut_bus: cut_bus.clone(),
+            })
+        }
+    }
+
+    /// Reads through `instance` until it serves `wanted`; the time it took,
+    /// or `None` after `within`.
+    async fn converges(
+        instance: &Instance,
+        key: &CacheKey,
+        db: &Arc<AtomicU32>,
+        wanted: u32,
+        within: Duration,
+    ) -> Option<Duration> {
+        let start = tokio::time::Instant::now();
+        while start.elapsed() < within {
+            if instance.read(key, db).await == Some(wanted) {
+                return Some(start.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        None
+    }
+
+    /// Both instances cached version 1 (L1 and L2); then `fault` cuts A
+    /// (as the flags say), A writes version 2, the fault heals and B must
+    /// serve version 2 within a second — A staying idle after the heal.
+    async fn write_during_a_fault_reaches_b(a_store: bool, a_bus: bool, b_store: bool) {
+        let world = World::new();
+        let (cut_a_store, cut_a_bus, cut_b_store, healthy) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let a = Instance::new(&world.view(&cut_a_store, &cut_a_bus));
+        let b = Instance::new(&world.view(&cut_b_store, &healthy));
+        let db = Arc::new(AtomicU32::new(1));
+        let key = CacheKey::new(UserId::random(), "summarize");
+        assert_eq!(a.read(&key, &db).await, Some(1));
+        assert_eq!(b.read(&key, &db).await, Some(1));
+
+        cut_a_store.store(a_store, Ordering::SeqCst);
+        cut_a_bus.store(a_bus, Ordering::SeqCst);
+        cut_b_store.store(b_store, Ordering::SeqCst);
+        db.store(2, Ordering::SeqCst);
+        a.cache.invalidate(&key).await; // the write's invalidation, during the fault
+        settle().await;
+        cut_a_store.store(false, Ordering::SeqCst);
+        cut_a_bus.store(false, Ordering::SeqCst);
+        cut_b_store.store(false, Ordering::SeqCst);
+
+        let took = converges(&b, &key, &db, 2, Duration::from_secs(1)).await;
+        assert!(
+            took.is_some(),
+            "B still serves the old value 1 s after the heal (A cut from L2: {a_store}, \
+             from the bus: {a_bus}; B cut from L2: {b_store})"
+        );
+        assert_eq!(a.read(&key, &db).await, Some(2), "A serves its own write");
+    }
+
+    #[tokio::test]
+    async fn a_partitioned_from_l2_and_bus() {
+        write_during_a_fault_reaches_b(true, true, false).await;
+    }
+
+    #[tokio::test]
+    async fn a_partitioned_from_l2_only() {
+        write_during_a_fault_reaches_b(true, false, false).await;
+    }
+
+    #[tokio::test]
+    async fn a_partitioned_from_the_bus_only() {
+        write_during_a_fault_reaches_b(false, true, false).await;
+    }
+
+    #[tokio::test]
+    async fn l2_unreachable_for_everyone() {
+        write_during_a_fault_reaches_b(true, true, true).await;
+    }
+}

@@ -159,6 +159,9 @@ async fn a_patch_racing_a_concurrent_create_keeps_the_fields_it_does_not_give(po
         Some("anthropic/claude-sonnet-4"),
         "a field the patch did not give is kept"
     );
-    assert_eq!(row.settings.get("length"), Some(&serde_json::json!("short")));
+    assert_eq!(
+        row.settings.get("length"),
+        Some(&serde_json::json!("short"))
+    );
     assert_eq!(row.version, 2);
 }

@@ -366,3 +366,76 @@ async fn bad_input_is_a_typed_error_and_writes_nothing() {
         "nothing was written"
     );
 }
+
+/// A bus whose publish never returns, like a channel cut off mid-call.
+#[derive(Debug)]
+struct HangingBus(opsdeck_cache::InMemoryInvalidationBus);
+
+#[async_trait]
+impl opsdeck_cache::InvalidationBus for HangingBus {
+    async fn publish(
+        &self,
+        _: &opsdeck_cache::Invalidation,
+    ) -> std::result::Result<(), opsdeck_cache::TierError> {
+        std::future::pending().await
+    }
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<opsdeck_cache::BusEvent> {
+        self.0.subscribe()
+    }
+}
+
+/// A write that fails reports its error at once: telling the other
+/// instances (needed, since a failed write may have committed) happens in
+/// the background, so a slow or cut-off channel cannot delay the error.
+#[tokio::test]
+async fn a_failed_write_reports_its_error_without_waiting_on_the_bus() {
+    let failure = || Error::Corrupt("the database went away".into());
+    let mut mock = MockPreferencesRepository::new();
+    mock.expect_update_operation_preference()
+        .returning(move |_, _, _| Err(failure()));
+    mock.expect_bulk_update_operation_preferences()
+        .returning(move |_, _| Err(failure()));
+    mock.expect_delete_operation_preference()
+        .returning(move |_, _| Err(failure()));
+    mock.expect_set_user_preferences()
+        .returning(move |_, _, _| Err(failure()));
+    let bus = Arc::new(HangingBus(opsdeck_cache::InMemoryInvalidationBus::new()));
+    let service = PreferencesService::with_tiers(
+        Arc::new(mock),
+        opsdeck_preferences::PreferencesConfig::default(),
+        opsdeck_cache::Tiers::none().with_bus(bus),
+    );
+    let user = UserId::random();
+    let within = std::time::Duration::from_secs(2);
+    let update = PreferenceUpdate::new("summarize").enabled(false);
+    let results = [
+        tokio::time::timeout(
+            within,
+            service.update_operation_preference(user, update.clone(), None),
+        )
+        .await
+        .map(|r| r.map(drop)),
+        tokio::time::timeout(
+            within,
+            service.bulk_update_operation_preferences(user, vec![update]),
+        )
+        .await
+        .map(|r| r.map(drop)),
+        tokio::time::timeout(
+            within,
+            service.delete_operation_preference(user, "summarize"),
+        )
+        .await
+        .map(|r| r.map(drop)),
+        tokio::time::timeout(within, service.set_theme(user, Theme::Dark))
+            .await
+            .map(|r| r.map(drop)),
+    ];
+    for (path, result) in ["update", "bulk", "delete", "theme"].iter().zip(results) {
+        match result {
+            Ok(Err(Error::Corrupt(_))) => {}
+            Ok(other) => panic!("{path}: expected the repository's error, got {other:?}"),
+            Err(_) => panic!("{path}: the error waited on the invalidation channel"),
+        }
+    }
+}
