@@ -1,6 +1,9 @@
 //! Flows that span domains. Domain crates never depend on each other, so
 //! whatever needs two of them lives here.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use opsdeck_analytics::{
     AnalyticsService, ExecutionRecord, Recommendation, RecommendationId, RecommendedAction,
@@ -8,7 +11,7 @@ use opsdeck_analytics::{
 use opsdeck_core::UserId;
 use opsdeck_cron_registry::{CronRequest, RequestKind};
 use opsdeck_preferences::PreferencePatch;
-use opsdeck_webhook_verify::{EventHandler, HandlerError, Payload, WebhookEvent};
+use opsdeck_webhook_verify::{EndpointName, EventHandler, HandlerError, Payload, WebhookEvent};
 
 use crate::OpsDeck;
 
@@ -120,20 +123,82 @@ impl OpsDeck {
 /// reports: the payload is one [`ExecutionRecord`], an array of them, or an
 /// object `{"executions": [...]}`. Recording is idempotent by
 /// `execution_id`, so a redelivered or retried event counts once.
+///
+/// **Each endpoint is bound to the users it may report for.** Holding an
+/// endpoint's secret proves only who sent the event, not that the sender
+/// may write a given user's analytics, so an event is recorded only when
+/// every record's `user_id` is bound to the endpoint that received it
+/// ([`WebhookEvent::source`]); one worker serves every endpoint of a log,
+/// and each endpoint keeps its own users. An event from an endpoint that is
+/// not bound, naming a user the endpoint is not bound to, or that is not a
+/// valid report, is refused whole — nothing of it is recorded — and fails
+/// at once with a message saying why ([`HandlerError::permanent`]): no
+/// retry could make it acceptable. Database failures are retried.
+///
+/// ```
+/// # fn wire(deck: &opsdeck::OpsDeck, alice: opsdeck::UserId, bob: opsdeck::UserId)
+/// #     -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use opsdeck::RecordExecutionsFromWebhooks;
+///
+/// let handler = RecordExecutionsFromWebhooks::for_endpoint(
+///     deck.analytics().clone(),
+///     "usage-alice".parse()?,
+///     [alice],
+/// )
+/// .endpoint("usage-team".parse()?, [alice, bob]);
+/// let worker = deck.webhook_receiver().worker(Arc::new(handler));
+/// # drop(worker); Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct RecordExecutionsFromWebhooks {
     analytics: AnalyticsService,
+    /// Endpoint → the users it may report for. Shared, so cloning the
+    /// handler (one per worker) does not copy large user sets.
+    allowed: Arc<HashMap<EndpointName, HashSet<UserId>>>,
 }
 
 impl RecordExecutionsFromWebhooks {
-    /// A handler recording into `analytics`.
-    pub fn new(analytics: AnalyticsService) -> Self {
-        RecordExecutionsFromWebhooks { analytics }
+    /// A handler recording into `analytics` what endpoint `endpoint`
+    /// reports for `users`; bind more endpoints with
+    /// [`endpoint`](Self::endpoint). Events of endpoints not bound are
+    /// refused.
+    pub fn for_endpoint(
+        analytics: AnalyticsService,
+        endpoint: EndpointName,
+        users: impl IntoIterator<Item = UserId>,
+    ) -> Self {
+        RecordExecutionsFromWebhooks {
+            analytics,
+            allowed: Arc::default(),
+        }
+        .endpoint(endpoint, users)
+    }
+
+    /// Lets endpoint `endpoint` also report for `users` (added to the
+    /// users it is already bound to).
+    pub fn endpoint(
+        mut self,
+        endpoint: EndpointName,
+        users: impl IntoIterator<Item = UserId>,
+    ) -> Self {
+        Arc::make_mut(&mut self.allowed)
+            .entry(endpoint)
+            .or_default()
+            .extend(users);
+        self
+    }
+
+    /// Whether endpoint `endpoint` may report executions of `user`.
+    pub fn allows(&self, endpoint: &EndpointName, user: UserId) -> bool {
+        self.allowed
+            .get(endpoint)
+            .is_some_and(|users| users.contains(&user))
     }
 
     fn records(event: &WebhookEvent) -> Result<Vec<ExecutionRecord>, HandlerError> {
         let Payload::Json(body) = &event.payload else {
-            return Err(HandlerError::new("payload is not JSON"));
+            return Err(HandlerError::permanent("payload is not JSON"));
         };
         let body = match body {
             serde_json::Value::Object(map) if map.contains_key("executions") => {
@@ -145,7 +210,35 @@ impl RecordExecutionsFromWebhooks {
             serde_json::Value::Array(_) => serde_json::from_value(body),
             single => serde_json::from_value(single).map(|record| vec![record]),
         };
-        records.map_err(|e| HandlerError::new(format!("payload is not an execution record: {e}")))
+        records.map_err(|e| {
+            HandlerError::permanent(format!("payload is not an execution record: {e}"))
+        })
+    }
+
+    /// Refuses the whole event unless its endpoint is bound to every user
+    /// it names.
+    fn check_users(
+        &self,
+        event: &WebhookEvent,
+        records: &[ExecutionRecord],
+    ) -> Result<(), HandlerError> {
+        let Some(users) = self.allowed.get(&event.source) else {
+            return Err(HandlerError::permanent(format!(
+                "endpoint {} is not bound to any user: nothing recorded",
+                event.source
+            )));
+        };
+        match records
+            .iter()
+            .position(|record| !users.contains(&record.user_id))
+        {
+            Some(item) => Err(HandlerError::permanent(format!(
+                "endpoint {} may not report executions of user {} (execution {item}): \
+                 nothing recorded",
+                event.source, records[item].user_id
+            ))),
+            None => Ok(()),
+        }
     }
 }
 
@@ -153,10 +246,19 @@ impl RecordExecutionsFromWebhooks {
 impl EventHandler for RecordExecutionsFromWebhooks {
     async fn handle(&self, event: &WebhookEvent) -> Result<(), HandlerError> {
         let records = Self::records(event)?;
+        self.check_users(event, &records)?;
         self.analytics
             .record_many(records)
             .await
             .map(drop)
-            .map_err(|e| HandlerError::from_error(&e))
+            .map_err(|e| {
+                let error = HandlerError::from_error(&e);
+                match e {
+                    // Refused input stays refused however often it is tried.
+                    opsdeck_analytics::Error::Validation(_)
+                    | opsdeck_analytics::Error::BatchTooLarge { .. } => error.into_permanent(),
+                    _ => error,
+                }
+            })
     }
 }

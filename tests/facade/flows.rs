@@ -1,5 +1,6 @@
 //! Cross-domain flows, on PostgreSQL and in memory: applying a
-//! recommendation changes a preference; a webhook records executions once.
+//! recommendation changes a preference; a webhook records executions once,
+//! and only for the users its endpoint is bound to.
 
 use std::sync::Arc;
 
@@ -87,12 +88,20 @@ fn usage_endpoint() -> Endpoint {
     )
 }
 
+/// The handler the usage tests run: records what `usage` reports for
+/// `user`.
+fn usage_handler(deck: &OpsDeck, user: UserId) -> RecordExecutionsFromWebhooks {
+    RecordExecutionsFromWebhooks::for_endpoint(
+        deck.analytics().clone(),
+        "usage".parse().unwrap(),
+        [user],
+    )
+}
+
 async fn webhooks_record_executions_exactly_once(deck: &OpsDeck) {
     let user = UserId::random();
     let receiver = deck.webhook_receiver();
-    let worker = receiver.worker(Arc::new(RecordExecutionsFromWebhooks::new(
-        deck.analytics().clone(),
-    )));
+    let worker = receiver.worker(Arc::new(usage_handler(deck, user)));
     let record = execution(user, "anthropic/claude-sonnet-4", 4_500, 0);
     // The sender's retry of a report is a new webhook (new body), carrying
     // the same execution: it is processed, and the execution counts once.
@@ -138,6 +147,104 @@ async fn webhooks_record_executions_exactly_once(deck: &OpsDeck) {
     assert_eq!(summary.totals.cost.micros(), 4_500);
 }
 
+/// Signs a GitHub delivery to the `usage` endpoint and logs it.
+async fn deliver_usage(deck: &OpsDeck, delivery: &str, body: &[u8]) -> opsdeck::webhooks::EventId {
+    let key = GitHub
+        .key("current", &Secret::from("usage-secret"))
+        .unwrap();
+    let mut headers = GitHub
+        .sign(
+            &key,
+            &Outgoing {
+                id: delivery,
+                timestamp: 0,
+                body,
+            },
+        )
+        .unwrap();
+    headers.insert("x-github-event", "usage".parse().unwrap());
+    let accepted = deck
+        .webhook_receiver()
+        .accept("usage", &headers, body)
+        .await
+        .unwrap();
+    assert!(!accepted.duplicate);
+    accepted.event_id
+}
+
+async fn executions_today(deck: &OpsDeck, user: UserId) -> i64 {
+    let today = OffsetDateTime::now_utc().date();
+    let summary = deck
+        .analytics()
+        .period_summary(user, DateRange::days_ending(today, 1).unwrap(), None)
+        .await
+        .unwrap();
+    summary.totals.executions
+}
+
+/// Defect 5: one endpoint's secret must not let its sender write executions
+/// for users the endpoint is not bound to. A payload naming a stranger is
+/// refused whole (its allowed records too) and fails at once, not retried.
+async fn webhooks_cannot_record_for_users_the_endpoint_is_not_bound_to(deck: &OpsDeck) {
+    let (tenant, stranger) = (UserId::random(), UserId::random());
+    let worker = deck
+        .webhook_receiver()
+        .worker(Arc::new(usage_handler(deck, tenant)));
+
+    let alone = serde_json::to_vec(&serde_json::json!({
+        "executions": [execution(stranger, "anthropic/claude-sonnet-4", 4_500, 0)]
+    }))
+    .unwrap();
+    let mixed = serde_json::to_vec(&serde_json::json!({
+        "executions": [
+            execution(tenant, "anthropic/claude-sonnet-4", 1_000, 0),
+            execution(stranger, "anthropic/claude-sonnet-4", 2_000, 0),
+        ]
+    }))
+    .unwrap();
+    let alone = deliver_usage(deck, "stranger-1", &alone).await;
+    let mixed = deliver_usage(deck, "stranger-2", &mixed).await;
+    assert_eq!(worker.run_once().await.unwrap(), 2);
+    assert_eq!(worker.run_once().await.unwrap(), 0, "not retried");
+
+    assert_eq!(
+        executions_today(deck, stranger).await,
+        0,
+        "nothing for the stranger"
+    );
+    assert_eq!(
+        executions_today(deck, tenant).await,
+        0,
+        "a refused event records nothing"
+    );
+    for id in [alone, mixed] {
+        let event = deck.webhook_receiver().get(id).await.unwrap().unwrap();
+        assert_eq!(
+            event.status,
+            opsdeck::webhooks::EventStatus::Failed,
+            "{event:?}"
+        );
+        assert_eq!(event.attempts, 1, "refused for good, not retried");
+        let error = event.last_error.unwrap_or_default();
+        assert!(
+            error.contains(&stranger.to_string()) && error.contains("usage"),
+            "{error}"
+        );
+    }
+
+    // The bound user's own report is recorded.
+    let own = serde_json::to_vec(&serde_json::json!([execution(
+        tenant,
+        "anthropic/claude-sonnet-4",
+        3_000,
+        0
+    )]))
+    .unwrap();
+    deliver_usage(deck, "tenant-1", &own).await;
+    assert_eq!(worker.run_once().await.unwrap(), 1);
+    assert_eq!(executions_today(deck, tenant).await, 1);
+}
+
 #[sqlx::test(migrations = false)]
 async fn flows_on_postgres(pool: PgPool) {
     opsdeck::MIGRATOR.run(&pool).await.unwrap();
@@ -160,6 +267,28 @@ async fn flows_in_memory() {
         .unwrap();
     applying_a_recommendation_switches_the_preferred_model(&deck).await;
     webhooks_record_executions_exactly_once(&deck).await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn webhooks_record_only_bound_users_on_postgres(pool: PgPool) {
+    opsdeck::MIGRATOR.run(&pool).await.unwrap();
+    let deck = OpsDeck::builder()
+        .pool(pool)
+        .webhook_endpoint(usage_endpoint())
+        .build()
+        .await
+        .unwrap();
+    webhooks_cannot_record_for_users_the_endpoint_is_not_bound_to(&deck).await;
+}
+
+#[tokio::test]
+async fn webhooks_record_only_bound_users_in_memory() {
+    let deck = OpsDeck::builder()
+        .webhook_endpoint(usage_endpoint())
+        .build()
+        .await
+        .unwrap();
+    webhooks_cannot_record_for_users_the_endpoint_is_not_bound_to(&deck).await;
 }
 
 #[sqlx::test(migrations = false)]

@@ -231,6 +231,22 @@ impl StatusCounts {
     }
 }
 
+/// What [`crate::EventRepository::purge_events_before`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PurgeReport {
+    /// Processed events deleted.
+    pub processed: u64,
+    /// Failed events deleted.
+    pub failed: u64,
+}
+
+impl PurgeReport {
+    /// All events deleted.
+    pub fn total(&self) -> u64 {
+        self.processed + self.failed
+    }
+}
+
 /// Longest `last_error` kept; handler errors can be arbitrarily long.
 pub(crate) const MAX_ERROR_LEN: usize = 2000;
 

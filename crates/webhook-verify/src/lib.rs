@@ -15,15 +15,19 @@
 //!   ([`PgEventRepository`], feature `postgres`, default) or memory
 //!   ([`InMemoryEventRepository`]); one conformance suite ([`testing`],
 //!   feature `testing`). `(source, external_id)` is unique, so a redelivered
-//!   webhook is recognised and never processed twice.
+//!   webhook is recognised and never processed twice. Retention:
+//!   [`Receiver::purge_events_before`] deletes processed and failed events
+//!   older than a cutoff, at least [`MIN_EVENT_RETENTION`] (7 days) ago.
 //! - **Receiver** ([`Receiver::accept`]): verify, enforce the body limit,
 //!   log, return [`Accepted`] without waiting for processing. It is the one
 //!   way into its log: [`Receiver::get`], [`Receiver::find`] and
 //!   [`Receiver::counts`] read it, [`Receiver::worker`] makes workers that
 //!   it wakes; it hands out no backend.
-//! - **Worker** ([`Worker`]): claims due events (`FOR UPDATE SKIP LOCKED`),
-//!   calls an [`EventHandler`], retries with exponential [`Backoff`], marks
-//!   events processed or failed.
+//! - **Worker** ([`Worker`]): claims due events (`FOR UPDATE SKIP LOCKED`)
+//!   under a lease it extends while the handler runs (a heartbeat), calls an
+//!   [`EventHandler`], retries with exponential [`Backoff`] (not a
+//!   [permanent](HandlerError::permanent) error), marks events processed or
+//!   failed.
 //! - **Axum** (feature `axum`): `axum::router` serves
 //!   `POST /webhook-trigger/{endpoint}` answering 202, 400, 401, 404 or 413.
 //!
@@ -79,8 +83,8 @@ mod worker;
 
 pub use error::{Error, Result};
 pub use event::{
-    EventStatus, Inserted, MAX_EXTERNAL_ID_LEN, NewEvent, Outcome, Payload, StatusCounts,
-    WebhookEvent,
+    EventStatus, Inserted, MAX_EXTERNAL_ID_LEN, NewEvent, Outcome, Payload, PurgeReport,
+    StatusCounts, WebhookEvent,
 };
 pub use ids::{EndpointName, EventId};
 pub use key::{Key, KeySet, MAC_LEN};
@@ -94,7 +98,7 @@ pub use postgres::PgEventRepository;
 pub use receiver::{Accepted, Endpoint, Receiver, ReceiverStats};
 #[cfg(feature = "mock")]
 pub use repository::MockEventRepository;
-pub use repository::{EventRepository, MAX_CLAIM};
+pub use repository::{EventRepository, MAX_CLAIM, MIN_EVENT_RETENTION};
 pub use scheme::github::GitHub;
 pub use scheme::slack::Slack;
 pub use scheme::standard::StandardWebhooks;

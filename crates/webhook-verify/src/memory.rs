@@ -7,10 +7,11 @@ use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
 use crate::event::{
-    EventStatus, Inserted, NewEvent, Outcome, StatusCounts, WebhookEvent, truncate_error,
+    EventStatus, Inserted, NewEvent, Outcome, PurgeReport, StatusCounts, WebhookEvent,
+    truncate_error,
 };
 use crate::ids::{EndpointName, EventId};
-use crate::repository::{EventRepository, MAX_CLAIM};
+use crate::repository::{EventRepository, MAX_CLAIM, check_purge_cutoff};
 
 /// The event log in process memory: for tests, examples and single-process
 /// services that accept losing the log on restart. It behaves like
@@ -31,12 +32,40 @@ struct State {
     /// Insertion order breaks ties between equal due times, like the
     /// PostgreSQL query's ordering keeps claims fair.
     order: Vec<EventId>,
+    /// When each processed or failed event became final (PostgreSQL's
+    /// `updated_at` of a final row); what retention measures.
+    finished_at: HashMap<EventId, OffsetDateTime>,
 }
 
 impl InMemoryEventRepository {
     /// An empty log.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Moves event `id`'s timestamps `by` into the past, as if it had been
+    /// received and finished that much earlier; `false` if there is no
+    /// such event. For retention tests, which cannot wait a week
+    /// ([`crate::testing::purge_deletes_only_old_final_events`]).
+    #[cfg(feature = "testing")]
+    pub fn backdate(&self, id: EventId, by: Duration) -> bool {
+        let earlier = |t: OffsetDateTime| {
+            time::Duration::try_from(by)
+                .ok()
+                .and_then(|by| t.checked_sub(by))
+                .unwrap_or(t)
+        };
+        let mut state = self.state();
+        let finished = state.finished_at.get(&id).copied().map(earlier);
+        let Some(event) = state.events.get_mut(&id) else {
+            return false;
+        };
+        event.received_at = earlier(event.received_at);
+        event.processed_at = event.processed_at.map(earlier);
+        if let Some(finished) = finished {
+            state.finished_at.insert(id, finished);
+        }
+        true
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -165,6 +194,21 @@ impl EventRepository for InMemoryEventRepository {
                 event.last_error = Some(truncate_error(&error));
             }
         }
+        if matches!(event.status, EventStatus::Processed | EventStatus::Failed) {
+            state.finished_at.insert(id, now);
+        }
+        Ok(())
+    }
+
+    async fn extend_lease(&self, id: EventId, attempt: i32, lease: Duration) -> Result<()> {
+        let now = OffsetDateTime::now_utc();
+        let mut state = self.state();
+        let event = state
+            .events
+            .get_mut(&id)
+            .filter(|e| e.status == EventStatus::Processing && e.attempts == attempt)
+            .ok_or(Error::LeaseLost { id })?;
+        event.next_attempt_at = after(now, lease);
         Ok(())
     }
 
@@ -176,5 +220,34 @@ impl EventRepository for InMemoryEventRepository {
             }
         }
         Ok(counts)
+    }
+
+    async fn purge_events_before(&self, cutoff: OffsetDateTime) -> Result<PurgeReport> {
+        check_purge_cutoff(cutoff, OffsetDateTime::now_utc())?;
+        let mut state = self.state();
+        let doomed: Vec<EventId> = state
+            .finished_at
+            .iter()
+            .filter(|(_, finished)| **finished < cutoff)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut report = PurgeReport::default();
+        for id in &doomed {
+            state.finished_at.remove(id);
+            if let Some(event) = state.events.remove(id) {
+                match event.status {
+                    EventStatus::Processed => report.processed += 1,
+                    _ => report.failed += 1,
+                }
+                state
+                    .by_external_id
+                    .remove(&(event.source, event.external_id));
+            }
+        }
+        if !doomed.is_empty() {
+            let State { events, order, .. } = &mut *state;
+            order.retain(|id| events.contains_key(id));
+        }
+        Ok(report)
     }
 }

@@ -8,10 +8,11 @@ use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
 use crate::event::{
-    EventStatus, Inserted, NewEvent, Outcome, Payload, StatusCounts, WebhookEvent, truncate_error,
+    EventStatus, Inserted, NewEvent, Outcome, Payload, PurgeReport, StatusCounts, WebhookEvent,
+    truncate_error,
 };
 use crate::ids::{EndpointName, EventId};
-use crate::repository::{EventRepository, MAX_CLAIM};
+use crate::repository::{EventRepository, MAX_CLAIM, check_purge_cutoff};
 
 /// The event log in PostgreSQL (table `opsdeck.webhook_events`, created by
 /// the workspace migrations).
@@ -112,6 +113,40 @@ const COMPLETE: &str = "
         processed_at = CASE WHEN $3 = 'processed' THEN now() ELSE processed_at END,
         updated_at = now()
     WHERE id = $1 AND status = 'processing' AND attempts = $2";
+
+/// A heartbeat: fenced by `(status, attempts)` like `COMPLETE`.
+const EXTEND_LEASE: &str = "
+    UPDATE opsdeck.webhook_events
+    SET next_attempt_at = now() + $3::bigint * interval '1 microsecond',
+        updated_at = now()
+    WHERE id = $1 AND status = 'processing' AND attempts = $2";
+
+/// Events deleted per purge statement: each batch is its own short
+/// transaction, so a purge of millions of rows neither holds locks nor
+/// keeps a snapshot open for long.
+const PURGE_BATCH: i64 = 5000;
+
+/// A final row's `updated_at` is when it became final (nothing updates a
+/// processed or failed row); the partial index `webhook_events_finished_idx`
+/// (migration 0006) finds a batch oldest first, and `id = ANY(ARRAY(…))`
+/// deletes it through the primary key (a join plan hashed the whole table
+/// for every batch). `SKIP LOCKED` lets concurrent purges share the work
+/// instead of queueing on each other's rows.
+const PURGE: &str = "
+    WITH deleted AS (
+        DELETE FROM opsdeck.webhook_events
+        WHERE id = ANY (ARRAY(
+            SELECT id FROM opsdeck.webhook_events
+            WHERE status IN ('processed', 'failed') AND updated_at < $1
+            ORDER BY updated_at
+            LIMIT $2
+            FOR UPDATE SKIP LOCKED
+        ))
+        RETURNING status
+    )
+    SELECT count(*) FILTER (WHERE status = 'processed'),
+           count(*) FILTER (WHERE status = 'failed')
+    FROM deleted";
 
 const COUNTS: &str = "
     SELECT status, count(*) FROM opsdeck.webhook_events WHERE source = $1 GROUP BY status";
@@ -231,6 +266,53 @@ impl EventRepository for PgEventRepository {
             return Err(Error::LeaseLost { id });
         }
         Ok(())
+    }
+
+    #[tracing::instrument(name = "webhooks.pg.extend_lease", skip(self), fields(%id, attempt))]
+    async fn extend_lease(&self, id: EventId, attempt: i32, lease: Duration) -> Result<()> {
+        let result = sqlx::query(EXTEND_LEASE)
+            .bind(id)
+            .bind(attempt)
+            .bind(micros(lease))
+            .execute(&self.pool)
+            .await
+            .map_err(map_db_error)?;
+        if result.rows_affected() == 0 {
+            return Err(Error::LeaseLost { id });
+        }
+        Ok(())
+    }
+
+    #[tracing::instrument(
+        name = "webhooks.pg.purge_events_before",
+        skip(self),
+        fields(processed, failed)
+    )]
+    async fn purge_events_before(&self, cutoff: OffsetDateTime) -> Result<PurgeReport> {
+        // The database's clock, which also stamped `updated_at`.
+        let now: OffsetDateTime = sqlx::query_scalar("SELECT now()")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_db_error)?;
+        check_purge_cutoff(cutoff, now)?;
+        let mut report = PurgeReport::default();
+        loop {
+            let (processed, failed): (i64, i64) = sqlx::query_as(PURGE)
+                .bind(cutoff)
+                .bind(PURGE_BATCH)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(map_db_error)?;
+            report.processed += u64::try_from(processed).unwrap_or(0);
+            report.failed += u64::try_from(failed).unwrap_or(0);
+            if processed + failed < PURGE_BATCH {
+                break;
+            }
+        }
+        let span = tracing::Span::current();
+        span.record("processed", report.processed);
+        span.record("failed", report.failed);
+        Ok(report)
     }
 
     #[tracing::instrument(name = "webhooks.pg.counts", skip(self), fields(%source))]

@@ -8,10 +8,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use http::HeaderMap;
 use opsdeck_core::{Snippet, Validation};
 use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
 use tokio::sync::Notify;
 
 use crate::error::{Error, Result};
-use crate::event::{MAX_EXTERNAL_ID_LEN, NewEvent, Payload, StatusCounts, WebhookEvent};
+use crate::event::{
+    MAX_EXTERNAL_ID_LEN, NewEvent, Payload, PurgeReport, StatusCounts, WebhookEvent,
+};
 use crate::ids::{EndpointName, EventId};
 use crate::keyring::KeyRing;
 use crate::repository::EventRepository;
@@ -175,8 +178,9 @@ impl Counters {
 /// `tracing` (warn), and nothing of it is stored.
 ///
 /// Reads of the log ([`Receiver::get`], [`Receiver::find`],
-/// [`Receiver::counts`]) and workers ([`Receiver::worker`]) go through the
-/// receiver too; it hands out no accessor of the backend under it.
+/// [`Receiver::counts`]), retention ([`Receiver::purge_events_before`]) and
+/// workers ([`Receiver::worker`]) go through the receiver too; it hands out
+/// no accessor of the backend under it.
 #[derive(Debug)]
 pub struct Receiver {
     endpoints: HashMap<EndpointName, Endpoint>,
@@ -246,6 +250,24 @@ impl Receiver {
     pub async fn counts(&self, source: &str) -> Result<StatusCounts> {
         let source = parse_source(source)?;
         self.repository.counts(&source).await
+    }
+
+    /// Deletes the processed and failed events of every endpoint that
+    /// became final before `cutoff`; events still to process are kept
+    /// whatever their age. A `cutoff` later than now minus
+    /// [`crate::MIN_EVENT_RETENTION`] (7 days) is refused with
+    /// [`Error::Validation`] (field `cutoff`) and deletes nothing: the log
+    /// is also what recognises a sender's redelivery. Call it from a
+    /// periodic job, e.g. daily with `now - 30 days`.
+    #[tracing::instrument(name = "webhooks.purge_events_before", skip(self))]
+    pub async fn purge_events_before(&self, cutoff: OffsetDateTime) -> Result<PurgeReport> {
+        let report = self.repository.purge_events_before(cutoff).await?;
+        tracing::info!(
+            processed = report.processed,
+            failed = report.failed,
+            "purged webhook events"
+        );
+        Ok(report)
     }
 
     /// Verifies and logs one request to `endpoint`.

@@ -8,13 +8,15 @@
 //! assertions in a test.
 
 use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
 use std::time::Duration;
 
 use serde_json::json;
+use time::OffsetDateTime;
 
 use crate::{
     EndpointName, Error, EventId, EventRepository, EventStatus, MAX_CLAIM, MAX_EXTERNAL_ID_LEN,
-    NewEvent, Outcome, Payload, WebhookEvent,
+    MIN_EVENT_RETENTION, NewEvent, Outcome, Payload, PurgeReport, WebhookEvent,
 };
 
 const LONG: Duration = Duration::from_secs(3600);
@@ -51,6 +53,8 @@ pub async fn run_all(repo: &dyn EventRepository) {
     outcomes_are_recorded(repo).await;
     retries_wait_for_their_backoff(repo).await;
     expired_leases_are_reclaimed_and_fenced(repo).await;
+    leases_are_extended_only_by_their_holder(repo).await;
+    purges_refuse_recent_cutoffs_and_keep_recent_events(repo).await;
 }
 
 /// Claims and finishes every event due now, so a check sees only its own.
@@ -355,4 +359,195 @@ pub async fn expired_leases_are_reclaimed_and_fenced(repo: &dyn EventRepository)
     ));
     repo.complete(id, 2, Outcome::Processed).await.unwrap();
     assert_eq!(repo.counts(&source).await.unwrap().processed, 1);
+}
+
+/// A heartbeat keeps an event from being claimed again; only the current
+/// attempt can extend its lease, and never after it finished or was taken
+/// over.
+pub async fn leases_are_extended_only_by_their_holder(repo: &dyn EventRepository) {
+    drain(repo).await;
+    let source = unique_source("heartbeat");
+    let id = repo.insert(new_event(&source, "m")).await.unwrap().id;
+    // Claimed with a lease that has already ended: only the heartbeat
+    // keeps it from the next claim.
+    assert_eq!(repo.claim(1, Duration::ZERO).await.unwrap().len(), 1);
+    repo.extend_lease(id, 1, LONG).await.unwrap();
+    assert!(
+        repo.claim(10, Duration::ZERO).await.unwrap().is_empty(),
+        "an extended lease is not claimable"
+    );
+    let held = repo.get(id).await.unwrap().unwrap();
+    assert_eq!((held.status, held.attempts), (EventStatus::Processing, 1));
+    assert!(held.next_attempt_at > OffsetDateTime::now_utc() + Duration::from_secs(3000));
+    for (other_id, attempt) in [(id, 2), (id, 0), (EventId::random(), 1)] {
+        assert!(
+            matches!(
+                repo.extend_lease(other_id, attempt, LONG).await,
+                Err(Error::LeaseLost { .. })
+            ),
+            "attempt {attempt} of {other_id} holds no lease"
+        );
+    }
+    assert_eq!(
+        repo.get(id).await.unwrap().unwrap(),
+        held,
+        "nothing written"
+    );
+    repo.complete(id, 1, Outcome::Processed).await.unwrap();
+    assert!(matches!(
+        repo.extend_lease(id, 1, LONG).await,
+        Err(Error::LeaseLost { .. })
+    ));
+    assert_eq!(
+        repo.get(id).await.unwrap().unwrap().status,
+        EventStatus::Processed
+    );
+
+    // Taken over after its lease ran out: the first claimant's heartbeat is
+    // fenced, the new claimant's is not.
+    let id = repo.insert(new_event(&source, "n")).await.unwrap().id;
+    assert_eq!(repo.claim(1, Duration::ZERO).await.unwrap().len(), 1);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(repo.claim(1, Duration::ZERO).await.unwrap()[0].attempts, 2);
+    assert!(matches!(
+        repo.extend_lease(id, 1, LONG).await,
+        Err(Error::LeaseLost { .. })
+    ));
+    repo.extend_lease(id, 2, LONG).await.unwrap();
+    repo.complete(id, 2, Outcome::Processed).await.unwrap();
+}
+
+fn days_ago(days: u64) -> OffsetDateTime {
+    OffsetDateTime::now_utc() - Duration::from_secs(days * 86_400)
+}
+
+/// A cutoff within [`MIN_EVENT_RETENTION`] is refused and deletes nothing;
+/// events finished just now survive any accepted cutoff.
+pub async fn purges_refuse_recent_cutoffs_and_keep_recent_events(repo: &dyn EventRepository) {
+    drain(repo).await;
+    let source = unique_source("purge-recent");
+    let id = repo.insert(new_event(&source, "done")).await.unwrap().id;
+    assert_eq!(repo.claim(10, LONG).await.unwrap().len(), 1);
+    repo.complete(id, 1, Outcome::Processed).await.unwrap();
+
+    let almost = OffsetDateTime::now_utc() - MIN_EVENT_RETENTION + Duration::from_secs(60);
+    for cutoff in [
+        OffsetDateTime::now_utc() + Duration::from_secs(3600),
+        OffsetDateTime::now_utc(),
+        almost,
+    ] {
+        let refused = repo.purge_events_before(cutoff).await;
+        assert!(
+            matches!(&refused, Err(Error::Validation(v)) if v.field == "cutoff"),
+            "{cutoff}: {refused:?}"
+        );
+    }
+    let oldest_allowed = OffsetDateTime::now_utc() - MIN_EVENT_RETENTION - Duration::from_secs(60);
+    assert_eq!(
+        repo.purge_events_before(oldest_allowed).await.unwrap(),
+        PurgeReport::default()
+    );
+    assert!(
+        repo.get(id).await.unwrap().is_some(),
+        "a recent event stays"
+    );
+    assert_eq!(repo.counts(&source).await.unwrap().processed, 1);
+}
+
+/// Purging deletes exactly the processed and failed events that finished
+/// before the cutoff: events still to process stay whatever their age, and
+/// so do final events finished after it. `backdate(id, by)` must move the
+/// event's timestamps (received, finished) `by` into the past, as if it
+/// were that much older; give the check a repository of its own.
+pub async fn purge_deletes_only_old_final_events<F, Fut>(repo: &dyn EventRepository, backdate: F)
+where
+    F: Fn(EventId, Duration) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    drain(repo).await;
+    let source = unique_source("purge");
+    let insert = |name: &'static str| repo.insert(new_event(&source, name));
+    let old_processed = insert("old-processed").await.unwrap().id;
+    let old_failed = insert("old-failed").await.unwrap().id;
+    let new_processed = insert("new-processed").await.unwrap().id;
+    let old_retry = insert("old-retry").await.unwrap().id;
+    let old_processing = insert("old-processing").await.unwrap().id;
+    assert_eq!(repo.claim(10, LONG).await.unwrap().len(), 5);
+    let old_received = insert("old-received").await.unwrap().id;
+    repo.complete(old_processed, 1, Outcome::Processed)
+        .await
+        .unwrap();
+    repo.complete(
+        old_failed,
+        1,
+        Outcome::Failed {
+            error: "gave up".to_owned(),
+        },
+    )
+    .await
+    .unwrap();
+    repo.complete(new_processed, 1, Outcome::Processed)
+        .await
+        .unwrap();
+    repo.complete(
+        old_retry,
+        1,
+        Outcome::Retry {
+            error: "later".to_owned(),
+            after: LONG,
+        },
+    )
+    .await
+    .unwrap();
+    let age = MIN_EVENT_RETENTION + Duration::from_secs(2 * 86_400);
+    for id in [
+        old_processed,
+        old_failed,
+        old_retry,
+        old_processing,
+        old_received,
+    ] {
+        backdate(id, age).await;
+    }
+    // New-processed finished 3 days after the others: after the cutoff.
+    backdate(new_processed, age - Duration::from_secs(3 * 86_400)).await;
+
+    let cutoff = days_ago(MIN_EVENT_RETENTION.as_secs() / 86_400 + 1);
+    let report = repo.purge_events_before(cutoff).await.unwrap();
+    assert_eq!(
+        report,
+        PurgeReport {
+            processed: 1,
+            failed: 1
+        }
+    );
+    assert_eq!(report.total(), 2);
+    for gone in [old_processed, old_failed] {
+        assert_eq!(repo.get(gone).await.unwrap(), None, "{gone} purged");
+    }
+    assert_eq!(repo.find(&source, "old-processed").await.unwrap(), None);
+    for kept in [new_processed, old_retry, old_processing, old_received] {
+        assert!(repo.get(kept).await.unwrap().is_some(), "{kept} kept");
+    }
+    let counts = repo.counts(&source).await.unwrap();
+    assert_eq!(
+        (
+            counts.processed,
+            counts.failed,
+            counts.received,
+            counts.processing
+        ),
+        (1, 0, 2, 1)
+    );
+    // Nothing left to purge at that cutoff; a purged id is forgotten, so the
+    // same delivery would now be logged as new.
+    assert_eq!(
+        repo.purge_events_before(cutoff).await.unwrap(),
+        PurgeReport::default()
+    );
+    assert!(!insert("old-processed").await.unwrap().duplicate);
+    // The event still processing finishes normally.
+    repo.complete(old_processing, 1, Outcome::Processed)
+        .await
+        .unwrap();
 }

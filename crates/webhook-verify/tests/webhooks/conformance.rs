@@ -20,6 +20,61 @@ async fn in_memory_passes_the_suite() {
     testing::run_all(&InMemoryEventRepository::new()).await;
 }
 
+#[sqlx::test(migrations = "../../migrations")]
+async fn postgres_purges_only_old_final_events(pool: PgPool) {
+    let repo = PgEventRepository::new(pool.clone());
+    testing::purge_deletes_only_old_final_events(&repo, |id, by| {
+        let pool = pool.clone();
+        async move {
+            let moved = sqlx::query(
+                "UPDATE opsdeck.webhook_events
+                 SET received_at = received_at - $2::bigint * interval '1 second',
+                     updated_at = updated_at - $2::bigint * interval '1 second',
+                     processed_at = processed_at - $2::bigint * interval '1 second'
+                 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(i64::try_from(by.as_secs()).unwrap())
+            .execute(&pool)
+            .await
+            .unwrap();
+            assert_eq!(moved.rows_affected(), 1);
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn in_memory_purges_only_old_final_events() {
+    let repo = InMemoryEventRepository::new();
+    testing::purge_deletes_only_old_final_events(&repo, |id, by| {
+        assert!(repo.backdate(id, by));
+        std::future::ready(())
+    })
+    .await;
+}
+
+/// The purge's scan of old final events is an index range scan on
+/// `webhook_events_finished_idx` (migration 0006), not a table scan.
+#[sqlx::test(migrations = "../../migrations")]
+async fn purge_scans_the_finished_index(pool: PgPool) {
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL enable_seqscan = off")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let plan: Vec<String> = sqlx::query_scalar(
+        "EXPLAIN SELECT id FROM opsdeck.webhook_events
+         WHERE status IN ('processed', 'failed') AND updated_at < now() - interval '30 days'
+         ORDER BY updated_at LIMIT 5000",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    let plan = plan.join("\n");
+    assert!(plan.contains("webhook_events_finished_idx"), "{plan}");
+}
+
 // `#[sqlx::test]` runs on a current-thread runtime, so a thread-local
 // subscriber sees every statement this test's futures execute.
 #[sqlx::test(migrations = "../../migrations")]
@@ -47,6 +102,10 @@ async fn logging_claiming_and_completing_are_one_statement_each(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(counter.reset(), 1, "completing is one statement");
+    repo.extend_lease(claimed[1].id, 1, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(counter.reset(), 1, "a heartbeat is one statement");
 }
 
 /// Rows written by other clients cannot break the types' rules.

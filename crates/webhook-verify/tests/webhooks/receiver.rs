@@ -9,9 +9,9 @@ use async_trait::async_trait;
 use http::HeaderMap;
 use opsdeck_webhook_verify::{
     Endpoint, Error, EventHandler, EventId, EventRepository, EventStatus, FileSecret, GitHub,
-    HandlerError, InMemoryEventRepository, KeyRing, Outgoing, Payload, PgEventRepository, Receiver,
-    Scheme, Secret, Slack, StandardWebhooks, Stripe, VerifyError, WebhookEvent, WorkerConfig,
-    unix_now,
+    HandlerError, InMemoryEventRepository, KeyRing, MIN_EVENT_RETENTION, Outgoing, Payload,
+    PgEventRepository, Receiver, Scheme, Secret, Slack, StandardWebhooks, Stripe, VerifyError,
+    WebhookEvent, WorkerConfig, unix_now,
 };
 use serde_json::json;
 use sqlx::PgPool;
@@ -337,6 +337,26 @@ async fn reads_and_workers_go_through_the_receiver(repo: Arc<dyn EventRepository
     assert_eq!(handler.0.load(Ordering::SeqCst), 2);
     stop.send(()).unwrap();
     running.await.unwrap();
+
+    // Retention goes through the receiver too: a cutoff within the minimum
+    // retention is a 400 and deletes nothing; the processed events are
+    // too recent for any accepted cutoff.
+    let now = time::OffsetDateTime::now_utc();
+    let error = receiver
+        .purge_events_before(now - Duration::from_secs(86_400))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, Error::Validation(v) if v.field == "cutoff"),
+        "{error:?}"
+    );
+    assert_eq!(error.status_code(), 400);
+    let report = receiver
+        .purge_events_before(now - MIN_EVENT_RETENTION - Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(report.total(), 0);
+    assert_eq!(receiver.counts("billing").await.unwrap().processed, 2);
 }
 
 #[tokio::test]

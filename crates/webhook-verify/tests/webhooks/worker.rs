@@ -3,14 +3,16 @@
 //! lease).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use opsdeck_webhook_verify::testing::{new_event, unique_source};
 use opsdeck_webhook_verify::{
-    Backoff, EndpointName, EventHandler, EventId, EventRepository, EventStatus, HandlerError,
-    InMemoryEventRepository, PgEventRepository, StatusCounts, WebhookEvent, Worker, WorkerConfig,
+    Backoff, EndpointName, Error, EventHandler, EventId, EventRepository, EventStatus,
+    HandlerError, InMemoryEventRepository, Inserted, NewEvent, Outcome, PgEventRepository,
+    PurgeReport, StatusCounts, WebhookEvent, Worker, WorkerConfig,
 };
 use sqlx::PgPool;
 use tokio::sync::watch;
@@ -73,6 +75,7 @@ fn fast(max_attempts: u32) -> WorkerConfig {
         batch_size: 10,
         poll_interval: Duration::from_millis(10),
         lease: Duration::from_secs(30),
+        max_handling_time: Duration::from_secs(30),
         max_attempts,
         backoff: Backoff::new(Duration::from_millis(60), Duration::from_millis(120)),
     }
@@ -248,7 +251,7 @@ async fn a_retry_that_succeeds_ends_processed(pool: PgPool) {
 }
 
 #[tokio::test]
-async fn panics_and_lease_overruns_fail_the_attempt_not_the_worker() {
+async fn panics_and_overruns_fail_the_attempt_not_the_worker() {
     let repo: Arc<dyn EventRepository> = Arc::new(InMemoryEventRepository::new());
     let source = unique_source("crash");
     let panicking = repo.insert(new_event(&source, "panics")).await.unwrap().id;
@@ -262,6 +265,8 @@ async fn panics_and_lease_overruns_fail_the_attempt_not_the_worker() {
     assert_eq!(event.status, EventStatus::Failed);
     assert_eq!(event.last_error.as_deref(), Some("handler panicked"));
 
+    // Longer than its lease is fine (the heartbeat holds it); longer than
+    // max_handling_time is abandoned.
     let slow = repo.insert(new_event(&source, "slow")).await.unwrap().id;
     let handler = Arc::new(Recorder {
         sleep: Duration::from_secs(30),
@@ -269,6 +274,7 @@ async fn panics_and_lease_overruns_fail_the_attempt_not_the_worker() {
     });
     let config = WorkerConfig {
         lease: Duration::from_millis(100),
+        max_handling_time: Duration::from_millis(400),
         ..fast(1)
     };
     let started = Instant::now();
@@ -280,16 +286,270 @@ async fn panics_and_lease_overruns_fail_the_attempt_not_the_worker() {
             .unwrap(),
         1
     );
+    let took = started.elapsed();
     assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "cancelled at the lease's end"
+        took >= Duration::from_millis(400) && took < Duration::from_secs(10),
+        "abandoned at max_handling_time, after {took:?}"
     );
     let event = repo.get(slow).await.unwrap().unwrap();
     assert_eq!(event.status, EventStatus::Failed);
     assert_eq!(
         event.last_error.as_deref(),
-        Some("handler did not finish within the lease")
+        Some("handler did not finish within max_handling_time (400ms)")
     );
+}
+
+/// An abandoned handler's attempt is retried like any failure when
+/// attempts are left.
+#[tokio::test]
+async fn an_abandoned_handler_is_retried() {
+    let repo: Arc<dyn EventRepository> = Arc::new(InMemoryEventRepository::new());
+    let source = unique_source("abandon");
+    let id = repo.insert(new_event(&source, "slow")).await.unwrap().id;
+    let handler = Arc::new(Recorder {
+        sleep: Duration::from_secs(30),
+        ..Recorder::default()
+    });
+    let config = WorkerConfig {
+        max_handling_time: Duration::from_millis(50),
+        ..fast(3)
+    };
+    Worker::new(Arc::clone(&repo), handler)
+        .config(config)
+        .run_once()
+        .await
+        .unwrap();
+    let event = repo.get(id).await.unwrap().unwrap();
+    assert_eq!((event.status, event.attempts), (EventStatus::Received, 1));
+    assert!(event.next_attempt_at > time::OffsetDateTime::now_utc());
+}
+
+/// A permanent handler error fails the event on its first attempt.
+#[tokio::test]
+async fn permanent_errors_are_not_retried() {
+    struct Refuses;
+    #[async_trait]
+    impl EventHandler for Refuses {
+        async fn handle(&self, _event: &WebhookEvent) -> Result<(), HandlerError> {
+            Err(HandlerError::new("not for us").into_permanent())
+        }
+    }
+    let repo: Arc<dyn EventRepository> = Arc::new(InMemoryEventRepository::new());
+    let source = unique_source("permanent");
+    let id = repo.insert(new_event(&source, "m")).await.unwrap().id;
+    let worker = Worker::new(Arc::clone(&repo), Arc::new(Refuses)).config(fast(8));
+    assert_eq!(worker.run_once().await.unwrap(), 1);
+    let event = repo.get(id).await.unwrap().unwrap();
+    assert_eq!(
+        (event.status, event.attempts, event.last_error.as_deref()),
+        (EventStatus::Failed, 1, Some("not for us"))
+    );
+    assert!(HandlerError::permanent("x").is_permanent());
+    assert!(!HandlerError::new("x").is_permanent());
+}
+
+/// Durations too long for a clock are "never", not a panic.
+#[tokio::test]
+async fn huge_durations_mean_never() {
+    let repo: Arc<dyn EventRepository> = Arc::new(InMemoryEventRepository::new());
+    let source = unique_source("huge");
+    let id = repo.insert(new_event(&source, "m")).await.unwrap().id;
+    let config = WorkerConfig {
+        lease: Duration::MAX,
+        max_handling_time: Duration::MAX,
+        ..fast(1)
+    };
+    let worker = Worker::new(Arc::clone(&repo), Arc::new(Recorder::default())).config(config);
+    assert_eq!(worker.run_once().await.unwrap(), 1);
+    assert_eq!(
+        repo.get(id).await.unwrap().unwrap().status,
+        EventStatus::Processed
+    );
+}
+
+/// The in-memory log, except that heartbeats answer `extend`.
+#[derive(Debug)]
+struct Heartbeats {
+    inner: InMemoryEventRepository,
+    lost: bool,
+    extensions: AtomicUsize,
+}
+
+#[async_trait]
+impl EventRepository for Heartbeats {
+    async fn insert(&self, event: NewEvent) -> opsdeck_webhook_verify::Result<Inserted> {
+        self.inner.insert(event).await
+    }
+    async fn get(&self, id: EventId) -> opsdeck_webhook_verify::Result<Option<WebhookEvent>> {
+        self.inner.get(id).await
+    }
+    async fn find(
+        &self,
+        source: &EndpointName,
+        external_id: &str,
+    ) -> opsdeck_webhook_verify::Result<Option<WebhookEvent>> {
+        self.inner.find(source, external_id).await
+    }
+    async fn claim(
+        &self,
+        limit: usize,
+        lease: Duration,
+    ) -> opsdeck_webhook_verify::Result<Vec<WebhookEvent>> {
+        self.inner.claim(limit, lease).await
+    }
+    async fn complete(
+        &self,
+        id: EventId,
+        attempt: i32,
+        outcome: Outcome,
+    ) -> opsdeck_webhook_verify::Result<()> {
+        self.inner.complete(id, attempt, outcome).await
+    }
+    async fn extend_lease(
+        &self,
+        id: EventId,
+        _attempt: i32,
+        _lease: Duration,
+    ) -> opsdeck_webhook_verify::Result<()> {
+        self.extensions.fetch_add(1, Ordering::SeqCst);
+        if self.lost {
+            Err(Error::LeaseLost { id })
+        } else {
+            Err(Error::Corrupt("log unreachable".to_owned()))
+        }
+    }
+    async fn counts(&self, source: &EndpointName) -> opsdeck_webhook_verify::Result<StatusCounts> {
+        self.inner.counts(source).await
+    }
+    async fn purge_events_before(
+        &self,
+        cutoff: time::OffsetDateTime,
+    ) -> opsdeck_webhook_verify::Result<PurgeReport> {
+        self.inner.purge_events_before(cutoff).await
+    }
+}
+
+/// A heartbeat told that another worker owns the event cancels the
+/// handler and records nothing; heartbeats that keep failing cancel it
+/// when the lease runs out, and the attempt counts as failed.
+#[tokio::test]
+async fn handlers_stop_when_their_lease_cannot_be_held() {
+    for lost in [true, false] {
+        let repo = Arc::new(Heartbeats {
+            inner: InMemoryEventRepository::new(),
+            lost,
+            extensions: AtomicUsize::new(0),
+        });
+        let source = unique_source("held");
+        let id = repo.insert(new_event(&source, "m")).await.unwrap().id;
+        let handler = Arc::new(Slow {
+            sleep: Duration::from_secs(30),
+            ..Slow::default()
+        });
+        let config = WorkerConfig {
+            lease: Duration::from_millis(300),
+            ..fast(3)
+        };
+        let started = Instant::now();
+        let worker = Worker::new(repo.clone(), handler.clone()).config(config);
+        assert_eq!(worker.run_once().await.unwrap(), 1);
+        assert!(started.elapsed() < Duration::from_secs(10), "{lost}");
+        assert_eq!(handler.in_flight.load(Ordering::SeqCst), 0, "cancelled");
+        let event = repo.get(id).await.unwrap().unwrap();
+        if lost {
+            assert_eq!(repo.extensions.load(Ordering::SeqCst), 1);
+            assert_eq!(
+                (event.status, event.attempts),
+                (EventStatus::Processing, 1),
+                "nothing recorded: the new owner will"
+            );
+        } else {
+            assert!(repo.extensions.load(Ordering::SeqCst) >= 2, "retried");
+            assert_eq!(event.status, EventStatus::Received);
+            assert_eq!(
+                event.last_error.as_deref(),
+                Some("handler cancelled: its lease could not be extended")
+            );
+        }
+    }
+}
+
+/// Sleeps longer than a worker's lease; counts its calls and how many ran
+/// at once.
+#[derive(Debug, Default)]
+struct Slow {
+    sleep: Duration,
+    calls: AtomicUsize,
+    in_flight: AtomicUsize,
+    most_in_flight: AtomicUsize,
+}
+
+#[async_trait]
+impl EventHandler for Slow {
+    async fn handle(&self, _event: &WebhookEvent) -> Result<(), HandlerError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_in_flight.fetch_max(now, Ordering::SeqCst);
+        // Cancellation drops this future mid-sleep; the guard still counts
+        // the call as finished.
+        struct Leave<'a>(&'a AtomicUsize);
+        impl Drop for Leave<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let _leave = Leave(&self.in_flight);
+        tokio::time::sleep(self.sleep).await;
+        Ok(())
+    }
+}
+
+/// A handler running for more than twice its lease, with two workers on
+/// the log: the heartbeat keeps the claim, so the second worker never
+/// claims the event and it is handled exactly once.
+async fn a_handler_outliving_its_lease_is_handled_once(repo: Arc<dyn EventRepository>) {
+    let source = unique_source("slow");
+    let id = repo.insert(new_event(&source, "slow")).await.unwrap().id;
+    let handler = Arc::new(Slow {
+        sleep: Duration::from_millis(4500),
+        ..Slow::default()
+    });
+    // Leases of 2 s leave heartbeats (every lease / 3) room to be late on
+    // a loaded machine without the claim running out.
+    let config = WorkerConfig {
+        lease: Duration::from_secs(2),
+        ..fast(3)
+    };
+    let counts = run_until(
+        Arc::clone(&repo),
+        handler.clone(),
+        config,
+        2,
+        &source,
+        |c| c.processed + c.failed == 1,
+    )
+    .await;
+    assert_eq!(
+        handler.calls.load(Ordering::SeqCst),
+        1,
+        "handled more than once: {counts:?}"
+    );
+    assert_eq!(handler.most_in_flight.load(Ordering::SeqCst), 1);
+    let event = repo.get(id).await.unwrap().unwrap();
+    assert_eq!(
+        (event.status, event.attempts, event.last_error),
+        (EventStatus::Processed, 1, None)
+    );
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn postgres_a_handler_outliving_its_lease_is_handled_once(pool: PgPool) {
+    a_handler_outliving_its_lease_is_handled_once(Arc::new(PgEventRepository::new(pool))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_memory_a_handler_outliving_its_lease_is_handled_once() {
+    a_handler_outliving_its_lease_is_handled_once(Arc::new(InMemoryEventRepository::new())).await;
 }
 
 #[test]
