@@ -101,6 +101,53 @@ impl<R: PreferencesRepository> Cached<R> {
         self.operations.stats() + self.lists.stats() + self.users.stats()
     }
 
+    /// See [`PreferencesRepository`]; inherent so that a cached hit
+    /// through the service costs no boxed future.
+    pub async fn get_operation_preference(
+        &self,
+        user: UserId,
+        operation: &OperationId,
+    ) -> Result<Option<OperationPreference>> {
+        let key = CacheKey::new(user, operation.as_str());
+        self.operations
+            .get_or_load(&key, || async {
+                tracing::Span::current().record("cache", "miss");
+                self.inner.get_operation_preference(user, operation).await
+            })
+            .await
+    }
+
+    /// See [`PreferencesRepository`]; inherent so that a cached hit
+    /// through the service costs no boxed future.
+    pub async fn list_operation_preferences(
+        &self,
+        user: UserId,
+    ) -> Result<Vec<OperationPreference>> {
+        let key = CacheKey::new(user, "");
+        let list = self
+            .lists
+            .get_or_load(&key, || async {
+                tracing::Span::current().record("cache", "miss");
+                self.inner
+                    .list_operation_preferences(user)
+                    .await
+                    .map(Arc::new)
+            })
+            .await?;
+        Ok(list.as_ref().clone())
+    }
+
+    /// See [`PreferencesRepository`]; inherent so that a cached hit
+    /// through the service costs no boxed future.
+    pub async fn get_user_preferences(&self, user: UserId) -> Result<Option<UserPreferences>> {
+        self.users
+            .get_or_load(&CacheKey::new(user, ""), || async {
+                tracing::Span::current().record("cache", "miss");
+                self.inner.get_user_preferences(user).await
+            })
+            .await
+    }
+
     /// Drops everything cached for `user` (e.g. after an out-of-band change).
     pub async fn invalidate_user(&self, user: UserId) {
         self.operations.invalidate_user(user).await;
@@ -116,28 +163,11 @@ impl<R: PreferencesRepository> PreferencesRepository for Cached<R> {
         user: UserId,
         operation: &OperationId,
     ) -> Result<Option<OperationPreference>> {
-        let key = CacheKey::new(user, operation.as_str());
-        self.operations
-            .get_or_load(&key, || async {
-                tracing::Span::current().record("cache", "miss");
-                self.inner.get_operation_preference(user, operation).await
-            })
-            .await
+        Cached::get_operation_preference(self, user, operation).await
     }
 
     async fn list_operation_preferences(&self, user: UserId) -> Result<Vec<OperationPreference>> {
-        let key = CacheKey::new(user, "");
-        let list = self
-            .lists
-            .get_or_load(&key, || async {
-                tracing::Span::current().record("cache", "miss");
-                self.inner
-                    .list_operation_preferences(user)
-                    .await
-                    .map(Arc::new)
-            })
-            .await?;
-        Ok(list.as_ref().clone())
+        Cached::list_operation_preferences(self, user).await
     }
 
     async fn update_operation_preference(
@@ -208,12 +238,7 @@ impl<R: PreferencesRepository> PreferencesRepository for Cached<R> {
     }
 
     async fn get_user_preferences(&self, user: UserId) -> Result<Option<UserPreferences>> {
-        self.users
-            .get_or_load(&CacheKey::new(user, ""), || async {
-                tracing::Span::current().record("cache", "miss");
-                self.inner.get_user_preferences(user).await
-            })
-            .await
+        Cached::get_user_preferences(self, user).await
     }
 
     async fn set_user_preferences(

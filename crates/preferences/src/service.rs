@@ -64,7 +64,8 @@ impl PreferencesService {
         operation: impl TryInto<OperationId, Error: Into<Error>>,
     ) -> Result<Option<OperationPreference>> {
         let operation = operation.try_into().map_err(Into::into)?;
-        self.stack.get_operation_preference(user, &operation).await
+        // The inherent method: a hit then costs no boxed future.
+        Cached::get_operation_preference(&self.stack, user, &operation).await
     }
 
     /// All of the user's preferences, ordered by operation id (cached).
@@ -73,7 +74,7 @@ impl PreferencesService {
         &self,
         user: UserId,
     ) -> Result<Vec<OperationPreference>> {
-        self.stack.list_operation_preferences(user).await
+        Cached::list_operation_preferences(&self.stack, user).await
     }
 
     /// Applies one update (raw [`crate::PreferenceUpdate`] or typed
@@ -144,7 +145,7 @@ impl PreferencesService {
     /// User-level preferences (cached), if ever set.
     #[tracing::instrument(name = "preferences.get_user", skip(self), fields(%user, cache = "hit"))]
     pub async fn get_user_preferences(&self, user: UserId) -> Result<Option<UserPreferences>> {
-        self.stack.get_user_preferences(user).await
+        Cached::get_user_preferences(&self.stack, user).await
     }
 
     /// Patches user-level preferences, optionally guarded by `expected_version`.
