@@ -40,10 +40,12 @@ pub struct CronRequestsReport {
     /// generated again.
     pub recommendations_refreshed: usize,
     /// `RunOperation` requests, oldest first. opsdeck does not know how to
-    /// run an application's operation: the caller runs these.
+    /// run an application's operation: the caller runs each and then calls
+    /// `deck.cron().complete_request(&request)`; one it does not complete
+    /// is delivered again when its lease ends.
     pub run_operation: Vec<CronRequest>,
-    /// Requests whose step failed, with the error. A taken request is not
-    /// queued again; the job fires again at its next scheduled time.
+    /// Requests whose step failed, with the error. They were released: the
+    /// next pass takes them again (`request.attempt` counts deliveries).
     pub failed: Vec<(CronRequest, FlowError)>,
 }
 
@@ -84,7 +86,10 @@ impl OpsDeck {
     ///
     /// Call it from one loop per instance (e.g. every few seconds);
     /// concurrent callers never receive the same request. Delivery is at
-    /// most once: a request whose step fails is reported, not re-queued.
+    /// least once: requests are leased, deleted only when completed, and a
+    /// request whose consumer crashed is delivered again after its lease
+    /// (refreshing recommendations twice is harmless). A request whose step
+    /// fails is released for the next pass.
     pub async fn process_cron_requests(
         &self,
         limit: usize,
@@ -102,10 +107,16 @@ impl OpsDeck {
                         .generate_recommendations(request.user_id)
                         .await
                     {
-                        Ok(_) => report.recommendations_refreshed += 1,
+                        Ok(_) => {
+                            // `false`: the lease ran out and another consumer
+                            // took it again; it refreshes once more, harmlessly.
+                            self.cron().complete_request(&request).await?;
+                            report.recommendations_refreshed += 1;
+                        }
                         Err(error) => {
                             tracing::warn!(user = %request.user_id, job = %request.job_name, %error,
                                 "refreshing recommendations for a cron job failed");
+                            self.cron().release_request(&request).await?;
                             report.failed.push((request, error.into()));
                         }
                     }

@@ -52,7 +52,7 @@ where
         "the job's request generated the user's recommendations"
     );
     let again = deck.process_cron_requests(100).await.unwrap();
-    assert_eq!(again.taken, 0, "a request is consumed once");
+    assert_eq!(again.taken, 0, "a completed request is consumed once");
 }
 
 async fn fire_with_the_runner(deck: OpsDeck, _user: UserId) {

@@ -187,4 +187,12 @@ impl<R: CronRegistry> CronRegistry for AllowList<R> {
     async fn take_requests(&self, limit: usize) -> Result<Vec<CronRequest>> {
         self.inner.take_requests(limit).await
     }
+
+    async fn complete_request(&self, request: &CronRequest) -> Result<bool> {
+        self.inner.complete_request(request).await
+    }
+
+    async fn release_request(&self, request: &CronRequest) -> Result<bool> {
+        self.inner.release_request(request).await
+    }
 }

@@ -15,6 +15,17 @@
 //!   conformance suite (`testing`, feature `testing`).
 //! - [`CronService`] parses raw input for applications and holds the
 //!   policy stack; it hands out no reference to the backend under it.
+//! - Fired `RunOperation`/`RefreshRecommendations` jobs queue requests the
+//!   application takes with [`CronRegistry::take_requests`]: leased, not
+//!   removed, until [`CronRegistry::complete_request`], so a consumer's
+//!   crash loses none (delivery is at least once).
+//! - [`CronRunner`] (no pg_cron) bounds each run by a timeout, runs at most
+//!   one run of a job at a time across runners (overlapping slots are
+//!   recorded as skipped), recovers runs of dead runners as failed, and
+//!   handles slots missed while no runner was up ([`MissedRunPolicy`]).
+//! - The SQL entry points (`opsdeck.register_cron_job(...)` and the other
+//!   functions of the migrations) check what the Rust types check, so other
+//!   clients cannot store a row this crate would read as corrupt.
 //!
 //! Job names are unique **per user**: two users may both have a `nightly`
 //! job, and no call can read, pause or remove another user's job.
@@ -71,7 +82,10 @@ pub use name::JobName;
 pub use postgres::{PgCronRegistry, PgCronRegistryOptions, SqlExecutor};
 #[cfg(feature = "mock")]
 pub use registry::MockCronRegistry;
-pub use registry::{CronRegistry, CronRegistryExt, MAX_HISTORY};
-pub use runner::{CronRunner, JobExecutor, RunStore, RunnerHandle, TickReport};
+pub use registry::{CronRegistry, CronRegistryExt, DEFAULT_REQUEST_LEASE, MAX_HISTORY};
+pub use runner::{
+    Claim, CronRunner, DEFAULT_CATCH_UP_WINDOW, DEFAULT_RECOVERY_GRACE, DEFAULT_RUN_TIMEOUT,
+    JobExecutor, MissedRunPolicy, RunStore, RunnableJob, RunnerHandle, TickReport,
+};
 pub use schedule::{CronSchedule, PgCronVersion, ScheduleError};
 pub use service::{CronService, CronServiceBuilder};

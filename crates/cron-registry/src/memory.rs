@@ -1,7 +1,8 @@
 //! [`InMemoryCronRegistry`]: jobs in process memory, fired by the runner.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use opsdeck_core::{OperationId, UserId};
@@ -14,8 +15,8 @@ use crate::model::{
     SchedulerKind,
 };
 use crate::name::JobName;
-use crate::registry::{CronRegistry, MAX_HISTORY};
-use crate::runner::{JobExecutor, RunStore};
+use crate::registry::{CronRegistry, DEFAULT_REQUEST_LEASE, MAX_HISTORY};
+use crate::runner::{Claim, JobExecutor, RunStore, RunnableJob};
 use crate::schedule::PgCronVersion;
 
 /// Jobs kept in process memory, fired by a [`crate::CronRunner`]: the
@@ -23,15 +24,17 @@ use crate::schedule::PgCronVersion;
 /// behaves like `PgCronRegistry` in runner mode (both pass [`crate::testing`]).
 ///
 /// It is its own [`RunStore`] and [`JobExecutor`]: `RunOperation` and
-/// `RefreshRecommendations` queue requests (see
-/// [`CronRegistry::take_requests`]), `PruneHistory` prunes the user's runs,
-/// and `CallFunction` fails (there is no SQL in memory).
+/// `RefreshRecommendations` queue requests (leased by
+/// [`CronRegistry::take_requests`] like PostgreSQL's), `PruneHistory`
+/// prunes the user's runs, and `CallFunction` fails (there is no SQL in
+/// memory). Leases and run deadlines follow the wall clock.
 ///
 /// One mutex guards everything, so each call is atomic; calls never await
 /// while holding it.
 #[derive(Debug)]
 pub struct InMemoryCronRegistry {
     syntax: PgCronVersion,
+    request_lease: Duration,
     state: Mutex<State>,
 }
 
@@ -41,9 +44,13 @@ struct State {
     jobs: BTreeMap<(UserId, JobName), CronJob>,
     next_run: i64,
     runs: Vec<Run>,
+    /// (job id, slot) pairs with a record: like the runs table's primary
+    /// key, the claim of a slot (kept when retention drops the run).
     claimed: HashSet<(i64, i64)>,
+    /// The latest slot settled per job (the registry's `last_slot`).
+    last_slots: HashMap<i64, OffsetDateTime>,
     next_request: i64,
-    requests: VecDeque<CronRequest>,
+    requests: BTreeMap<i64, Queued>,
 }
 
 #[derive(Debug, Clone)]
@@ -51,6 +58,65 @@ struct Run {
     job_id: i64,
     user_id: UserId,
     run: JobRun,
+    runner: String,
+    deadline: OffsetDateTime,
+}
+
+/// A queued request and its lease (`None`: not leased).
+#[derive(Debug, Clone)]
+struct Queued {
+    request: CronRequest,
+    leased_until: Option<OffsetDateTime>,
+}
+
+/// `t + d`, saturating (a lease or timeout of "forever" never overflows).
+fn after(t: OffsetDateTime, d: Duration) -> OffsetDateTime {
+    t.saturating_add(time::Duration::try_from(d).unwrap_or(time::Duration::MAX))
+}
+
+impl State {
+    /// Whether `job` is still registered, active, and this exact job.
+    fn still_runnable(&self, job: &CronJob) -> bool {
+        self.jobs
+            .get(&(job.user_id, job.name.clone()))
+            .is_some_and(|j| j.id == job.id && j.active && j.scheduler == SchedulerKind::Runner)
+    }
+
+    /// Records `slot` of `job` (the claim); the new run's id, or `None` if
+    /// the slot already has a record.
+    fn record(
+        &mut self,
+        job: &CronJob,
+        slot: OffsetDateTime,
+        runner: &str,
+        status: RunStatus,
+        message: Option<String>,
+        deadline: OffsetDateTime,
+    ) -> Option<i64> {
+        if !self.claimed.insert((job.id, slot.unix_timestamp())) {
+            return None;
+        }
+        let now = OffsetDateTime::now_utc();
+        self.next_run += 1;
+        let run_id = self.next_run;
+        self.runs.push(Run {
+            job_id: job.id,
+            user_id: job.user_id,
+            run: JobRun {
+                run_id,
+                status,
+                scheduled_for: Some(slot),
+                started_at: Some(now),
+                ended_at: (status != RunStatus::Running).then_some(now),
+                message,
+            },
+            runner: runner.to_string(),
+            deadline,
+        });
+        let last = self.last_slots.entry(job.id).or_insert(slot);
+        *last = (*last).max(slot);
+        Some(run_id)
+    }
 }
 
 impl Default for InMemoryCronRegistry {
@@ -71,8 +137,17 @@ impl InMemoryCronRegistry {
     pub fn with_syntax(syntax: PgCronVersion) -> Self {
         InMemoryCronRegistry {
             syntax,
+            request_lease: DEFAULT_REQUEST_LEASE,
             state: Mutex::new(State::default()),
         }
+    }
+
+    /// Sets how long a taken request stays leased to its consumer
+    /// ([`DEFAULT_REQUEST_LEASE`] unless set); see
+    /// [`CronRegistry::take_requests`].
+    pub fn with_request_lease(mut self, lease: Duration) -> Self {
+        self.request_lease = lease;
+        self
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -136,6 +211,7 @@ impl CronRegistry for InMemoryCronRegistry {
         };
         // Like the ON DELETE CASCADE of opsdeck.cron_job_runs.
         state.runs.retain(|r| r.job_id != job.id);
+        state.last_slots.remove(&job.id);
         Ok(true)
     }
 
@@ -226,9 +302,43 @@ impl CronRegistry for InMemoryCronRegistry {
     }
 
     async fn take_requests(&self, limit: usize) -> Result<Vec<CronRequest>> {
+        let now = OffsetDateTime::now_utc();
+        let until = after(now, self.request_lease);
         let mut state = self.state();
-        let n = limit.min(state.requests.len());
-        Ok(state.requests.drain(..n).collect())
+        Ok(state
+            .requests
+            .values_mut()
+            .filter(|q| q.leased_until.is_none_or(|t| t <= now))
+            .take(limit)
+            .map(|q| {
+                q.request.attempt = q.request.attempt.saturating_add(1);
+                q.leased_until = Some(until);
+                q.request.clone()
+            })
+            .collect())
+    }
+
+    async fn complete_request(&self, request: &CronRequest) -> Result<bool> {
+        let mut state = self.state();
+        let holds = state
+            .requests
+            .get(&request.request_id)
+            .is_some_and(|q| q.request.attempt == request.attempt);
+        if holds {
+            state.requests.remove(&request.request_id);
+        }
+        Ok(holds)
+    }
+
+    async fn release_request(&self, request: &CronRequest) -> Result<bool> {
+        let mut state = self.state();
+        Ok(match state.requests.get_mut(&request.request_id) {
+            Some(q) if q.request.attempt == request.attempt && q.leased_until.is_some() => {
+                q.leased_until = None;
+                true
+            }
+            _ => false,
+        })
     }
 }
 
@@ -239,13 +349,16 @@ fn run_age(run: &JobRun) -> Option<OffsetDateTime> {
 
 #[async_trait]
 impl RunStore for InMemoryCronRegistry {
-    async fn runnable_jobs(&self) -> Result<Vec<CronJob>> {
-        Ok(self
-            .state()
+    async fn runnable_jobs(&self) -> Result<Vec<RunnableJob>> {
+        let state = self.state();
+        Ok(state
             .jobs
             .values()
             .filter(|j| j.active && j.scheduler == SchedulerKind::Runner)
-            .cloned()
+            .map(|job| RunnableJob {
+                job: job.clone(),
+                last_slot: state.last_slots.get(&job.id).copied(),
+            })
             .collect())
     }
 
@@ -253,31 +366,64 @@ impl RunStore for InMemoryCronRegistry {
         &self,
         job: &CronJob,
         slot: OffsetDateTime,
-        _runner: &str,
-    ) -> Result<Option<i64>> {
+        runner: &str,
+        timeout: Duration,
+    ) -> Result<Claim> {
+        let now = OffsetDateTime::now_utc();
         let mut state = self.state();
-        let still_active = state
-            .jobs
-            .get(&(job.user_id, job.name.clone()))
-            .is_some_and(|j| j.id == job.id && j.active);
-        if !still_active || !state.claimed.insert((job.id, slot.unix_timestamp())) {
-            return Ok(None);
+        if !state.still_runnable(job) {
+            return Ok(Claim::Gone);
         }
-        state.next_run += 1;
-        let run_id = state.next_run;
-        state.runs.push(Run {
-            job_id: job.id,
-            user_id: job.user_id,
-            run: JobRun {
-                run_id,
-                status: RunStatus::Running,
-                scheduled_for: Some(slot),
-                started_at: Some(OffsetDateTime::now_utc()),
-                ended_at: None,
-                message: None,
-            },
-        });
-        Ok(Some(run_id))
+        let running = state
+            .runs
+            .iter()
+            .filter(|r| r.job_id == job.id && r.run.status == RunStatus::Running)
+            .find(|r| r.run.scheduled_for != Some(slot))
+            .map(|r| r.run.run_id);
+        Ok(match running {
+            Some(running) => {
+                let message = format!(
+                    "skipped: run {running} of this job was still running when this slot came due"
+                );
+                state
+                    .record(job, slot, runner, RunStatus::Skipped, Some(message), now)
+                    .map_or(Claim::Taken, |_| Claim::Overlap { running })
+            }
+            None => state
+                .record(
+                    job,
+                    slot,
+                    runner,
+                    RunStatus::Running,
+                    None,
+                    after(now, timeout),
+                )
+                .map_or(Claim::Taken, Claim::Run),
+        })
+    }
+
+    async fn record_missed(
+        &self,
+        job: &CronJob,
+        slot: OffsetDateTime,
+        runner: &str,
+        message: &str,
+    ) -> Result<bool> {
+        let now = OffsetDateTime::now_utc();
+        let mut state = self.state();
+        if !state.still_runnable(job) {
+            return Ok(false);
+        }
+        Ok(state
+            .record(
+                job,
+                slot,
+                runner,
+                RunStatus::Missed,
+                Some(message.to_string()),
+                now,
+            )
+            .is_some())
     }
 
     async fn finish_run(
@@ -288,18 +434,47 @@ impl RunStore for InMemoryCronRegistry {
         message: &str,
     ) -> Result<()> {
         let mut state = self.state();
-        if let Some(run) = state.runs.iter_mut().find(|r| r.run.run_id == run_id) {
+        if let Some(run) = state
+            .runs
+            .iter_mut()
+            .find(|r| r.run.run_id == run_id && r.run.status == RunStatus::Running)
+        {
             run.run.status = status;
             run.run.message = Some(message.to_string());
             run.run.ended_at = Some(OffsetDateTime::now_utc());
         }
         Ok(())
     }
+
+    async fn recover_runs(&self, grace: Duration) -> Result<u64> {
+        let now = OffsetDateTime::now_utc();
+        let mut state = self.state();
+        let mut recovered = 0;
+        for run in state
+            .runs
+            .iter_mut()
+            .filter(|r| r.run.status == RunStatus::Running && after(r.deadline, grace) < now)
+        {
+            run.run.status = RunStatus::Failed;
+            run.run.ended_at = Some(now);
+            run.run.message = Some(format!(
+                "abandoned: runner {} did not finish this run by its deadline {} \
+                 (presumed dead); recovered as failed",
+                run.runner, run.deadline
+            ));
+            recovered += 1;
+        }
+        Ok(recovered)
+    }
 }
 
 #[async_trait]
 impl JobExecutor for InMemoryCronRegistry {
-    async fn execute(&self, job: &CronJob) -> std::result::Result<String, String> {
+    async fn execute(
+        &self,
+        job: &CronJob,
+        _timeout: Duration,
+    ) -> std::result::Result<String, String> {
         let now = OffsetDateTime::now_utc();
         let mut state = self.state();
         let (kind, arguments) = match &job.command {
@@ -315,7 +490,7 @@ impl JobExecutor for InMemoryCronRegistry {
                 let user = job.user_id;
                 let before = state.runs.len();
                 state.runs.retain(|r| {
-                    !(r.user_id == user && r.run.started_at.is_some_and(|t| t < cutoff))
+                    !(r.user_id == user && run_age(&r.run).is_some_and(|t| t < cutoff))
                 });
                 return Ok(format!("{} runs pruned", before - state.runs.len()));
             }
@@ -328,6 +503,7 @@ impl JobExecutor for InMemoryCronRegistry {
         state.next_request += 1;
         let request = CronRequest {
             request_id: state.next_request,
+            attempt: 0,
             user_id: job.user_id,
             job_name: job.name.clone(),
             kind,
@@ -335,7 +511,13 @@ impl JobExecutor for InMemoryCronRegistry {
             arguments,
             requested_at: now,
         };
-        state.requests.push_back(request);
+        state.requests.insert(
+            request.request_id,
+            Queued {
+                request,
+                leased_until: None,
+            },
+        );
         Ok("1 row".to_string())
     }
 }

@@ -139,8 +139,16 @@ pub enum RunStatus {
     Running,
     /// Finished without error.
     Succeeded,
-    /// Finished with an error (see the run's message).
+    /// Finished with an error (see the run's message), timed out, or left
+    /// `running` by a runner that died (recovered as failed).
     Failed,
+    /// Not run: the job's previous run was still running when this slot
+    /// came due (the runner's overlap policy; see [`crate::CronRunner`]).
+    Skipped,
+    /// Not run: no runner was up when this slot came due (recorded on
+    /// recovery under [`crate::MissedRunPolicy::Skip`], or when the current
+    /// slot already runs; see [`crate::CronRunner`]).
+    Missed,
 }
 
 impl RunStatus {
@@ -150,6 +158,8 @@ impl RunStatus {
             RunStatus::Running => "running",
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
+            RunStatus::Skipped => "skipped",
+            RunStatus::Missed => "missed",
         }
     }
 
@@ -159,6 +169,8 @@ impl RunStatus {
         match s {
             "starting" | "connecting" | "sending" | "running" => RunStatus::Running,
             "succeeded" => RunStatus::Succeeded,
+            "skipped" => RunStatus::Skipped,
+            "missed" => RunStatus::Missed,
             _ => RunStatus::Failed,
         }
     }
@@ -187,8 +199,11 @@ pub struct JobRun {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum HistoryScope {
-    /// Every job of this registry (pg_cron: every job with the registry's
-    /// prefix, and runs of vanished jobs in the application database).
+    /// Every job of this registry — and only this registry's: with
+    /// pg_cron, runs of the jobs the registry records or names
+    /// (`{prefix}{id}`); other applications' jobs in the same database
+    /// keep their history. (An unregistered job's pg_cron history is
+    /// deleted with it.)
     All,
     /// One job of one user.
     Job(UserId, JobName),
@@ -201,8 +216,8 @@ pub struct ReconcileReport {
     /// Registry rows that were (re)scheduled because their pg_cron job was
     /// missing or differed (schedule, command, database or active flag).
     pub rescheduled: Vec<(UserId, JobName)>,
-    /// pg_cron job ids with this registry's prefix and no registry row, now
-    /// unscheduled.
+    /// pg_cron job ids named as this registry names its jobs
+    /// (`{prefix}{id}`) with no registry row, now unscheduled.
     pub unscheduled: Vec<i64>,
     /// Repairs that failed (they are retried by the next reconcile).
     pub errors: Vec<String>,
@@ -246,11 +261,19 @@ impl RequestKind {
     }
 }
 
-/// A request queued by a fired job (`opsdeck.cron_job_requests`).
+/// A request queued by a fired job (`opsdeck.cron_job_requests`), as one
+/// delivery of [`crate::CronRegistry::take_requests`] leased it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CronRequest {
     /// The request's id (increasing in queue order).
     pub request_id: i64,
+    /// Which delivery this is: 1 the first time the request is taken, one
+    /// more each time it is taken again after a lease expired or was
+    /// released. Identifies the lease that
+    /// [`crate::CronRegistry::complete_request`] and
+    /// [`crate::CronRegistry::release_request`] act on; a consumer may also
+    /// give up on a request that keeps failing.
+    pub attempt: u32,
     /// The job's owner.
     pub user_id: UserId,
     /// The job that queued it.

@@ -2,6 +2,7 @@
 //! policy wrapper implements, and its conveniences ([`CronRegistryExt`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use opsdeck_core::{OperationId, UserId};
@@ -16,6 +17,14 @@ use crate::schedule::PgCronVersion;
 
 /// Most runs one [`CronRegistry::history`] call returns.
 pub const MAX_HISTORY: usize = 1000;
+
+/// How long a request [`CronRegistry::take_requests`] handed out stays
+/// leased to its consumer unless the backend is configured otherwise
+/// (`PgCronRegistryOptions::request_lease`,
+/// [`crate::InMemoryCronRegistry::with_request_lease`]): 5 minutes. A
+/// consumer that neither completes nor releases a request within its lease
+/// is presumed dead and the request is delivered again.
+pub const DEFAULT_REQUEST_LEASE: Duration = Duration::from_secs(5 * 60);
 
 /// Storage and scheduling of jobs. Every user-facing method is scoped by
 /// user: no call reads or changes another user's job.
@@ -43,6 +52,10 @@ pub const MAX_HISTORY: usize = 1000;
 /// - A policy wrapper (e.g. [`crate::AllowList`]) refuses with a typed
 ///   error before anything is written, and otherwise behaves as the
 ///   backend under it.
+/// - Requests are delivered at least once: `take_requests` leases them,
+///   `complete_request` removes one for good, `release_request` (or the
+///   lease running out) makes it deliverable again, with `attempt` one
+///   higher. Concurrent takers never hold the same lease.
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait CronRegistry: Send + Sync + std::fmt::Debug {
@@ -95,11 +108,31 @@ pub trait CronRegistry: Send + Sync + std::fmt::Debug {
     /// without pg_cron). An administrative call: it spans all users.
     async fn reconcile(&self) -> Result<ReconcileReport>;
 
-    /// Takes (removes and returns) up to `limit` queued requests of fired
-    /// `RunOperation`/`RefreshRecommendations` jobs, oldest first. For the
-    /// application's workers: it spans all users. Concurrent callers never
-    /// get the same request.
+    /// Leases up to `limit` queued requests of fired
+    /// `RunOperation`/`RefreshRecommendations` jobs, oldest first: each is
+    /// handed to this caller only, until its lease (the backend's request
+    /// lease, [`DEFAULT_REQUEST_LEASE`] unless configured) runs out. The
+    /// caller carries each request out and then calls
+    /// [`CronRegistry::complete_request`]; a request neither completed nor
+    /// released in time (its consumer crashed) is delivered again by a
+    /// later call, with [`CronRequest::attempt`] one higher. So delivery is
+    /// at least once: side effects should be keyed on `request_id`.
+    ///
+    /// For the application's workers: it spans all users. Concurrent
+    /// callers never get the same request while its lease holds.
     async fn take_requests(&self, limit: usize) -> Result<Vec<CronRequest>>;
+
+    /// Removes a request its consumer has carried out, ending its lease.
+    /// `Ok(false)` if this delivery no longer holds the lease (it expired
+    /// and the request was delivered again, or it was already completed or
+    /// released); the request is then left to its current holder.
+    async fn complete_request(&self, request: &CronRequest) -> Result<bool>;
+
+    /// Gives a leased request back without carrying it out, so the next
+    /// [`CronRegistry::take_requests`] delivers it again (e.g. a consumer
+    /// shutting down, or one that cannot handle it now). `Ok(false)` if this
+    /// delivery no longer holds the lease.
+    async fn release_request(&self, request: &CronRequest) -> Result<bool>;
 }
 
 /// A shared registry is a registry, so wrappers such as
@@ -165,6 +198,14 @@ impl<T: CronRegistry + ?Sized> CronRegistry for Arc<T> {
 
     async fn take_requests(&self, limit: usize) -> Result<Vec<CronRequest>> {
         (**self).take_requests(limit).await
+    }
+
+    async fn complete_request(&self, request: &CronRequest) -> Result<bool> {
+        (**self).complete_request(request).await
+    }
+
+    async fn release_request(&self, request: &CronRequest) -> Result<bool> {
+        (**self).release_request(request).await
     }
 }
 

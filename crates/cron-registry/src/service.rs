@@ -260,10 +260,28 @@ impl CronService {
         self.registry.reconcile().await
     }
 
-    /// Takes up to `limit` requests queued by fired jobs (for workers).
+    /// Leases up to `limit` requests queued by fired jobs (for workers);
+    /// complete each with [`CronService::complete_request`] once carried
+    /// out. See [`CronRegistry::take_requests`]: a request not completed
+    /// within its lease is delivered again.
     #[tracing::instrument(name = "cron.service.take_requests", skip(self))]
     pub async fn take_requests(&self, limit: usize) -> Result<Vec<CronRequest>> {
         self.registry.take_requests(limit).await
+    }
+
+    /// Removes a request this delivery carried out; `Ok(false)` if its
+    /// lease was lost (see [`CronRegistry::complete_request`]).
+    #[tracing::instrument(name = "cron.service.complete_request", skip(self, request), fields(request = request.request_id, attempt = request.attempt))]
+    pub async fn complete_request(&self, request: &CronRequest) -> Result<bool> {
+        self.registry.complete_request(request).await
+    }
+
+    /// Gives a leased request back for redelivery at the next take;
+    /// `Ok(false)` if its lease was lost (see
+    /// [`CronRegistry::release_request`]).
+    #[tracing::instrument(name = "cron.service.release_request", skip(self, request), fields(request = request.request_id, attempt = request.attempt))]
+    pub async fn release_request(&self, request: &CronRequest) -> Result<bool> {
+        self.registry.release_request(request).await
     }
 }
 

@@ -8,14 +8,17 @@ use crate::error::Error;
 /// A transaction on the application database or on pg_cron's.
 pub(super) type Tx = Transaction<'static, Postgres>;
 
-/// The registry's `CHECK` constraints (migrations/0004_cron_registry.sql)
-/// and the input each guards. They mirror the Rust types, so a violation
-/// means a value the types refuse got through, e.g. from another client.
+/// The registry's `CHECK` constraints (migrations/0004_cron_registry.sql,
+/// 0005_cron_hardening.sql) and the input each guards. They mirror the Rust
+/// types, so a violation means a value the types refuse got through, e.g.
+/// from another client. The SQL entry points raise their refusals under
+/// the same names.
 const CONSTRAINTS: &[(&str, &str)] = &[
     ("cron_job_registry_job_name_check", "job name"),
     ("cron_job_registry_operation_id_check", "operation id"),
     ("cron_job_registry_schedule_check", "schedule"),
     ("cron_job_registry_command_kind_check", "command"),
+    ("cron_job_registry_command_check", "command"),
     ("cron_job_registry_command_args_check", "command"),
     ("cron_job_registry_scheduler_check", "scheduler"),
     ("cron_job_registry_pg_cron_job_id_check", "scheduler"),

@@ -20,6 +20,7 @@ mod rows;
 mod runner_table;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use opsdeck_core::{OperationId, UserId};
@@ -34,8 +35,8 @@ use crate::model::{
     CronJob, CronRequest, HistoryScope, JobRun, NewJob, ReconcileReport, RunStatus, SchedulerKind,
 };
 use crate::name::JobName;
-use crate::registry::{CronRegistry, MAX_HISTORY};
-use crate::runner::{CronRunner, RunStore};
+use crate::registry::{CronRegistry, DEFAULT_REQUEST_LEASE, MAX_HISTORY};
+use crate::runner::{Claim, CronRunner, RunStore, RunnableJob};
 use crate::schedule::PgCronVersion;
 use db::map_db_error;
 use pg_cron::PgCronScheduler;
@@ -50,7 +51,14 @@ use pg_cron::PgCronScheduler;
 /// only window (pg_cron's commit failing after the registry's) leaves a
 /// registry row whose pg_cron job is missing or stale, or (unregister) a
 /// pg_cron job without a row — both of which [`CronRegistry::reconcile`]
-/// repairs. pg_cron job names are `{prefix}{registry id}` (≤ 63 bytes).
+/// repairs. pg_cron job names are `{prefix}{registry id}` (≤ 63 bytes);
+/// `reconcile` and `prune_history` touch only such jobs and the ones the
+/// registry records, never another application's in the same database.
+///
+/// Requests are leased for [`PgCronRegistryOptions::request_lease`] (see
+/// [`CronRegistry::take_requests`]); the runner's claims, overlap checks,
+/// missed-slot records and recovery are single transactions on
+/// `opsdeck.cron_job_runs` (see [`CronRunner`]).
 ///
 /// Every user-facing statement filters on `user_id`, the leading column of
 /// the primary key.
@@ -58,6 +66,8 @@ use pg_cron::PgCronScheduler;
 pub struct PgCronRegistry {
     pool: PgPool,
     scheduler: Scheduler,
+    /// How long a taken request stays leased.
+    request_lease: Duration,
 }
 
 /// Who fires the jobs of this registry.
@@ -84,6 +94,7 @@ impl PgCronRegistry {
             scheduler: Scheduler::Runner {
                 syntax: options.runner_syntax,
             },
+            request_lease: options.request_lease,
         };
         let unavailable = |reason: String| {
             if options.require_pg_cron {
@@ -134,6 +145,7 @@ impl PgCronRegistry {
             scheduler: Scheduler::PgCron(Arc::new(PgCronScheduler::new(
                 cron_pool, version, database, prefix,
             ))),
+            request_lease: options.request_lease,
         })
     }
 
@@ -145,7 +157,16 @@ impl PgCronRegistry {
             scheduler: Scheduler::Runner {
                 syntax: PgCronVersion::V1_4,
             },
+            request_lease: DEFAULT_REQUEST_LEASE,
         }
+    }
+
+    /// Sets how long a taken request stays leased to its consumer (see
+    /// [`CronRegistry::take_requests`]; also
+    /// [`PgCronRegistryOptions::request_lease`]).
+    pub fn with_request_lease(mut self, lease: Duration) -> Self {
+        self.request_lease = lease;
+        self
     }
 
     /// The application pool.
@@ -331,11 +352,14 @@ impl CronRegistry for PgCronRegistry {
         };
         if let Scheduler::PgCron(pg_cron) = &self.scheduler {
             deleted += match &job {
-                None => pg_cron.prune(None, older_than).await?,
+                None => {
+                    let ours = registry_table::pg_cron_job_ids(&self.pool).await?;
+                    pg_cron.prune(None, &ours, older_than).await?
+                }
                 Some(CronJob {
                     pg_cron_job_id: Some(jobid),
                     ..
-                }) => pg_cron.prune(Some(*jobid), older_than).await?,
+                }) => pg_cron.prune(Some(*jobid), &[], older_than).await?,
                 Some(_) => 0,
             };
         }
@@ -362,14 +386,24 @@ impl CronRegistry for PgCronRegistry {
 
     #[tracing::instrument(name = "cron.pg.take_requests", skip(self), fields(rows))]
     async fn take_requests(&self, limit: usize) -> Result<Vec<CronRequest>> {
-        requests::take(&self.pool, limit).await
+        requests::take(&self.pool, limit, self.request_lease).await
+    }
+
+    #[tracing::instrument(name = "cron.pg.complete_request", skip(self, request), fields(request = request.request_id, attempt = request.attempt))]
+    async fn complete_request(&self, request: &CronRequest) -> Result<bool> {
+        requests::complete(&self.pool, request).await
+    }
+
+    #[tracing::instrument(name = "cron.pg.release_request", skip(self, request), fields(request = request.request_id, attempt = request.attempt))]
+    async fn release_request(&self, request: &CronRequest) -> Result<bool> {
+        requests::release(&self.pool, request).await
     }
 }
 
 /// The runner's view of the registry: see `runner_table`.
 #[async_trait]
 impl RunStore for PgCronRegistry {
-    async fn runnable_jobs(&self) -> Result<Vec<CronJob>> {
+    async fn runnable_jobs(&self) -> Result<Vec<RunnableJob>> {
         runner_table::runnable_jobs(&self.pool).await
     }
 
@@ -379,8 +413,25 @@ impl RunStore for PgCronRegistry {
         job: &CronJob,
         slot: OffsetDateTime,
         runner: &str,
-    ) -> Result<Option<i64>> {
-        runner_table::claim(&self.pool, job, slot, runner).await
+        timeout: Duration,
+    ) -> Result<Claim> {
+        runner_table::claim(&self.pool, job, slot, runner, timeout).await
+    }
+
+    #[tracing::instrument(name = "cron.pg.record_missed", skip(self, job, message), fields(job = job.id, %slot, runner))]
+    async fn record_missed(
+        &self,
+        job: &CronJob,
+        slot: OffsetDateTime,
+        runner: &str,
+        message: &str,
+    ) -> Result<bool> {
+        runner_table::record_missed(&self.pool, job, slot, runner, message).await
+    }
+
+    #[tracing::instrument(name = "cron.pg.recover_runs", skip(self), fields(rows))]
+    async fn recover_runs(&self, grace: Duration) -> Result<u64> {
+        runner_table::recover(&self.pool, grace).await
     }
 
     async fn finish_run(

@@ -1,8 +1,11 @@
 //! [`PgCronRegistryOptions`]: how [`super::PgCronRegistry::connect`] sets up
 //! scheduling.
 
+use std::time::Duration;
+
 use sqlx::PgPool;
 
+use crate::registry::DEFAULT_REQUEST_LEASE;
 use crate::schedule::PgCronVersion;
 
 /// How [`crate::PgCronRegistry::connect`] sets up scheduling.
@@ -20,11 +23,17 @@ pub struct PgCronRegistryOptions {
     /// Prefix of this registry's pg_cron job names (1–43 bytes of
     /// `[A-Za-z0-9_.:-]`). Default: `opsdeck:{database}:`, or a hash of the
     /// database name when that is long. Registries sharing one pg_cron must
-    /// have distinct prefixes: `reconcile` removes unknown jobs with its own.
+    /// have distinct prefixes: `reconcile` removes unknown jobs named
+    /// `{prefix}{digits}`, and `prune_history` prunes their runs (jobs that
+    /// merely start with the prefix are left alone).
     pub job_prefix: Option<String>,
     /// The schedule syntax accepted in runner mode (default pg_cron 1.4, so
     /// schedules stay valid if pg_cron 1.4 is installed later).
     pub runner_syntax: PgCronVersion,
+    /// How long a request taken with `take_requests` stays leased to its
+    /// consumer before it is delivered again (default
+    /// [`DEFAULT_REQUEST_LEASE`], 5 minutes).
+    pub request_lease: Duration,
 }
 
 impl Default for PgCronRegistryOptions {
@@ -34,6 +43,7 @@ impl Default for PgCronRegistryOptions {
             require_pg_cron: false,
             job_prefix: None,
             runner_syntax: PgCronVersion::V1_4,
+            request_lease: DEFAULT_REQUEST_LEASE,
         }
     }
 }
@@ -65,6 +75,12 @@ impl PgCronRegistryOptions {
     /// Sets the schedule syntax accepted in runner mode.
     pub fn runner_syntax(mut self, version: PgCronVersion) -> Self {
         self.runner_syntax = version;
+        self
+    }
+
+    /// Sets how long a taken request stays leased to its consumer.
+    pub fn request_lease(mut self, lease: Duration) -> Self {
+        self.request_lease = lease;
         self
     }
 }

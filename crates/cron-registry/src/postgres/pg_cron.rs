@@ -22,6 +22,21 @@ use crate::error::Result;
 use crate::model::{CronJob, JobRun, ReconcileReport, SchedulerKind};
 use crate::schedule::PgCronVersion;
 
+/// The SQL condition that pg_cron job name column `$col` is one this
+/// registry gives (`$1` bound to the prefix): the prefix, then the registry
+/// id's digits. A job merely starting with the prefix is not ours.
+macro_rules! owned_name {
+    ($col:literal) => {
+        concat!(
+            "(left(",
+            $col,
+            ", length($1)) = $1 AND substr(",
+            $col,
+            ", length($1) + 1) ~ '^[0-9]+$')"
+        )
+    };
+}
+
 /// pg_cron as this registry uses it: a pool on its database and what names
 /// this registry's jobs there.
 #[derive(Debug)]
@@ -175,8 +190,10 @@ impl PgCronScheduler {
     }
 
     /// Unschedules the job by id and by the name of registry row
-    /// `registry_id` (either may have drifted); a missing job is not an
-    /// error (`cron.unschedule` would raise).
+    /// `registry_id` (either may have drifted), and deletes its run history
+    /// (pg_cron keeps it after `unschedule`; this registry's history of a
+    /// job goes with the job, as the runner's table cascades). A missing
+    /// job is not an error (`cron.unschedule` would raise).
     pub(super) async fn unschedule(
         &self,
         tx: &mut Tx,
@@ -184,6 +201,16 @@ impl PgCronScheduler {
         registry_id: Option<i64>,
     ) -> Result<u64> {
         let name = registry_id.map(|id| self.job_name(id));
+        sqlx::query(
+            "DELETE FROM cron.job_run_details
+             WHERE jobid = $1
+                OR jobid IN (SELECT jobid FROM cron.job WHERE jobname IS NOT NULL AND jobname = $2)",
+        )
+        .bind(jobid)
+        .bind(&name)
+        .execute(&mut **tx)
+        .await
+        .map_err(pg_cron_error("delete the job's run history"))?;
         let done = sqlx::query(
             "SELECT cron.unschedule(jobid) FROM cron.job
              WHERE jobid = $1 OR (jobname IS NOT NULL AND jobname = $2)",
@@ -196,14 +223,14 @@ impl PgCronScheduler {
         Ok(done.rows_affected())
     }
 
-    /// Every pg_cron job whose name has this registry's prefix.
+    /// Every pg_cron job named as this registry names its jobs.
     async fn owned_jobs(&self) -> Result<Vec<PgCronJob>> {
-        sqlx::query_as(
+        sqlx::query_as(concat!(
             "SELECT jobid, jobname::text AS jobname, schedule, command, database, active
-             FROM cron.job
-             WHERE left(jobname, length($1)) = $1
-             ORDER BY jobid",
-        )
+             FROM cron.job WHERE ",
+            owned_name!("jobname"),
+            " ORDER BY jobid"
+        ))
         .bind(&self.prefix)
         .fetch_all(&self.pool)
         .await
@@ -227,12 +254,16 @@ impl PgCronScheduler {
         Ok(rows.into_iter().map(PgCronRunRow::into_domain).collect())
     }
 
-    /// Deletes runs older than `older_than`: of job `jobid`, or (`None`) of
-    /// every job with this prefix plus runs in the application database of
-    /// jobs pg_cron no longer has (a dropped job's history).
+    /// Deletes runs older than `older_than` of this registry's jobs only:
+    /// of job `jobid`, or (`None`) of the jobs `registry_jobids` (the pg_cron
+    /// ids the registry records) and of the jobs named as this registry
+    /// names its jobs (`{prefix}{id}`, e.g. orphans awaiting reconcile).
+    /// Other applications' jobs in the same database — live or dropped, or
+    /// merely sharing the prefix — keep their history.
     pub(super) async fn prune(
         &self,
         jobid: Option<i64>,
+        registry_jobids: &[i64],
         older_than: OffsetDateTime,
     ) -> Result<u64> {
         let done = match jobid {
@@ -247,16 +278,17 @@ impl PgCronScheduler {
                 .await
             }
             None => {
-                sqlx::query(
+                sqlx::query(concat!(
                     "DELETE FROM cron.job_run_details d
-                     WHERE coalesce(d.end_time, d.start_time) < $3
-                       AND (d.jobid IN (SELECT jobid FROM cron.job WHERE left(jobname, length($1)) = $1)
-                            OR (d.database = $2
-                                AND NOT EXISTS (SELECT 1 FROM cron.job j WHERE j.jobid = d.jobid)))",
-                )
+                     WHERE coalesce(d.end_time, d.start_time) < $2
+                       AND (d.jobid = ANY($3)
+                            OR d.jobid IN (SELECT jobid FROM cron.job WHERE ",
+                    owned_name!("jobname"),
+                    "))"
+                ))
                 .bind(&self.prefix)
-                .bind(&self.database)
                 .bind(older_than)
+                .bind(registry_jobids)
                 .execute(&self.pool)
                 .await
             }
@@ -268,8 +300,8 @@ impl PgCronScheduler {
 
     /// Repairs drift between the registry on `app_pool` and pg_cron:
     /// registry rows whose pg_cron job is missing or differs are scheduled
-    /// again; jobs with this prefix the registry does not know are
-    /// unscheduled. Failed repairs are reported, not fatal.
+    /// again; jobs named as this registry names its jobs (`{prefix}{id}`)
+    /// that the registry does not know are unscheduled. Failed repairs are reported, not fatal.
     pub(super) async fn reconcile(&self, app_pool: &PgPool) -> Result<ReconcileReport> {
         let mut report = ReconcileReport::default();
         // pg_cron first, registry second: pg_cron is committed after the

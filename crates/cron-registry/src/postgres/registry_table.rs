@@ -73,6 +73,18 @@ pub(super) async fn all_rows(pool: &PgPool) -> Result<Vec<JobRow>> {
     .map_err(map_db_error)
 }
 
+/// The pg_cron job ids the registry records (administrative: every
+/// user's), i.e. the pg_cron jobs this registry created.
+pub(super) async fn pg_cron_job_ids(pool: &PgPool) -> Result<Vec<i64>> {
+    sqlx::query_scalar(
+        "SELECT pg_cron_job_id FROM opsdeck.cron_job_registry
+         WHERE pg_cron_job_id IS NOT NULL ORDER BY pg_cron_job_id",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(map_db_error)
+}
+
 /// Creates or replaces the job (`opsdeck.register_cron_job`, an upsert by
 /// user and name), to be fired by `scheduler`.
 pub(super) async fn upsert(tx: &mut Tx, job: &NewJob, scheduler: SchedulerKind) -> Result<CronJob> {

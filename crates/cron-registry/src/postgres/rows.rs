@@ -10,6 +10,7 @@ use crate::command::JobCommand;
 use crate::error::{Error, Result};
 use crate::model::{CronJob, CronRequest, JobRun, RequestKind, RunStatus, SchedulerKind};
 use crate::name::JobName;
+use crate::runner::RunnableJob;
 use crate::schedule::CronSchedule;
 
 /// The columns of `opsdeck.cron_job_registry` a [`JobRow`] reads.
@@ -58,6 +59,23 @@ impl JobRow {
             pg_cron_job_id: self.pg_cron_job_id,
             created_at: self.created_at,
             updated_at: self.updated_at,
+        })
+    }
+}
+
+/// A registry row the runner fires, with the latest slot it settled.
+#[derive(sqlx::FromRow)]
+pub(super) struct RunnableRow {
+    #[sqlx(flatten)]
+    job: JobRow,
+    last_slot: Option<OffsetDateTime>,
+}
+
+impl RunnableRow {
+    pub(super) fn into_domain(self) -> Result<RunnableJob> {
+        Ok(RunnableJob {
+            job: self.job.into_domain()?,
+            last_slot: self.last_slot,
         })
     }
 }
@@ -119,6 +137,7 @@ pub(super) struct RequestRow {
     operation_id: String,
     arguments: serde_json::Value,
     requested_at: OffsetDateTime,
+    attempts: i32,
 }
 
 impl RequestRow {
@@ -126,6 +145,8 @@ impl RequestRow {
         let corrupt = |what: String| Error::Corrupt(format!("request {}: {what}", self.request_id));
         Ok(CronRequest {
             request_id: self.request_id,
+            attempt: u32::try_from(self.attempts)
+                .map_err(|_| corrupt(format!("negative attempts {}", self.attempts)))?,
             user_id: self.user_id,
             job_name: JobName::parse(&self.job_name).map_err(|e| corrupt(e.to_string()))?,
             kind: RequestKind::parse(&self.kind)

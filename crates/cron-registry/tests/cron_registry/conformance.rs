@@ -1,9 +1,11 @@
 //! The conformance suite on every backend.
 
-use opsdeck_cron_registry::testing::{self, SUITE_FUNCTIONS};
+use std::sync::Arc;
+
+use opsdeck_cron_registry::testing::{self, SUITE_FUNCTIONS, SUITE_REQUEST_LEASE};
 use opsdeck_cron_registry::{
     AllowList, CronRegistry, Error, InMemoryCronRegistry, PgCronRegistry, PgCronRegistryOptions,
-    PgCronVersion, SchedulerKind,
+    PgCronVersion, SchedulerKind, SqlExecutor,
 };
 use sqlx::PgPool;
 
@@ -118,6 +120,61 @@ async fn conformance_pg_cron_allow_list(pool: PgPool) {
                 0,
                 "refused jobs never reached pg_cron; the others were unscheduled"
             );
+        },
+    )
+    .await;
+}
+
+/// The hand-off and runner checks: leased requests, run timeouts, one run
+/// of a job at a time, recovery of dead runners' runs, missed slots — on
+/// each backend and behind the allow-list.
+#[tokio::test]
+async fn runner_checks_in_memory() {
+    let backend = Arc::new(InMemoryCronRegistry::new().with_request_lease(SUITE_REQUEST_LEASE));
+    testing::run_runner_checks(&backend, backend.clone(), backend.clone()).await;
+}
+
+#[tokio::test]
+async fn runner_checks_in_memory_allow_list() {
+    let backend = Arc::new(InMemoryCronRegistry::new().with_request_lease(SUITE_REQUEST_LEASE));
+    let stack = AllowList::new(backend.clone())
+        .allow_functions(SUITE_FUNCTIONS)
+        .unwrap();
+    testing::run_runner_checks(&stack, backend.clone(), backend).await;
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn runner_checks_pg(pool: PgPool) {
+    let backend = PgCronRegistry::with_runner(pool.clone()).with_request_lease(SUITE_REQUEST_LEASE);
+    testing::run_runner_checks(
+        &backend,
+        Arc::new(backend.clone()),
+        Arc::new(SqlExecutor::new(pool)),
+    )
+    .await;
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn runner_checks_pg_allow_list(pool: PgPool) {
+    let backend = PgCronRegistry::with_runner(pool.clone()).with_request_lease(SUITE_REQUEST_LEASE);
+    let stack = AllowList::new(backend.clone())
+        .allow_functions(SUITE_FUNCTIONS)
+        .unwrap();
+    testing::run_runner_checks(&stack, Arc::new(backend), Arc::new(SqlExecutor::new(pool))).await;
+}
+
+/// With pg_cron the requests its jobs queue are leased the same way (the
+/// job's SQL is executed here as pg_cron would execute it).
+#[sqlx::test(migrations = "../../migrations")]
+async fn requests_are_leased_with_pg_cron(pool: PgPool) {
+    let app = pool.clone();
+    with_pg_cron(
+        "requests_are_leased_with_pg_cron",
+        pool,
+        |registry, _cron| async move {
+            let registry = registry.with_request_lease(SUITE_REQUEST_LEASE);
+            assert_eq!(registry.scheduler(), SchedulerKind::PgCron);
+            testing::requests_are_leased(&registry, &SqlExecutor::new(app)).await;
         },
     )
     .await;

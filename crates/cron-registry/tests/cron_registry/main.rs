@@ -11,7 +11,9 @@
 
 mod allow_list;
 mod conformance;
+mod hand_off;
 mod injection;
 mod pg_cron;
 mod runner;
+mod sql_entry_points;
 mod support;

@@ -493,3 +493,90 @@ async fn history_retention_prunes_pg_cron_runs(pool: PgPool) {
     })
     .await;
 }
+
+/// Pruning touches only runs of this registry's jobs: another application's
+/// jobs in the same database — live, dropped (history left behind), or named
+/// with this registry's prefix but not as `{prefix}{id}` — keep their runs,
+/// and an unregistered job's runs go with it.
+#[sqlx::test(migrations = "../../migrations")]
+async fn prune_history_keeps_other_applications_runs(pool: PgPool) {
+    let database = database_name(&pool).await;
+    with_pg_cron("prune_keeps_foreign_runs", pool, |registry, cron| async move {
+        let prefix = registry.job_prefix().unwrap().to_string();
+        let user = UserId::random();
+        let ours = registry.register_cron_job(yearly_job(user, "ours", "summarize")).await.unwrap();
+        let gone = registry.register_cron_job(yearly_job(user, "gone", "summarize")).await.unwrap();
+        let schedule = |name: String| {
+            let (cron, database) = (cron.clone(), database.clone());
+            async move {
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT cron.schedule_in_database($1, '0 0 1 1 *', 'SELECT 1', $2)",
+                )
+                .bind(name)
+                .bind(database)
+                .fetch_one(&cron)
+                .await
+                .unwrap()
+            }
+        };
+        let live = schedule("someone-else:nightly".to_string()).await;
+        let dropped = schedule("someone-else:dropped".to_string()).await;
+        let lookalike = schedule(format!("{prefix}manual")).await;
+        let old_run = |jobid: i64| {
+            let (cron, database) = (cron.clone(), database.clone());
+            async move {
+                sqlx::query(
+                    "INSERT INTO cron.job_run_details
+                        (jobid, database, username, command, status, return_message, start_time, end_time)
+                     VALUES ($1, $2, current_user, 'SELECT 1', 'succeeded', '1 row',
+                             now() - interval '40 days', now() - interval '40 days')",
+                )
+                .bind(jobid)
+                .bind(database)
+                .execute(&cron)
+                .await
+                .unwrap();
+            }
+        };
+        for jobid in [live, dropped, lookalike, ours.pg_cron_job_id.unwrap(), gone.pg_cron_job_id.unwrap()] {
+            old_run(jobid).await;
+        }
+        // The other application drops its job; pg_cron keeps its history.
+        on_job(&cron, "SELECT cron.unschedule($1)", dropped).await;
+        // Ours: the unregistered job's history goes with it.
+        assert!(registry.unregister_cron_job(user, &gone.name).await.unwrap());
+
+        let pruned = registry
+            .prune_history(HistoryScope::All, OffsetDateTime::now_utc() - time::Duration::days(5))
+            .await
+            .unwrap();
+        let runs_of = |jobid: i64| {
+            let cron = cron.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>("SELECT count(*) FROM cron.job_run_details WHERE jobid = $1")
+                    .bind(jobid)
+                    .fetch_one(&cron)
+                    .await
+                    .unwrap()
+            }
+        };
+        for (what, jobid) in [("live", live), ("dropped", dropped), ("lookalike", lookalike)] {
+            assert_eq!(runs_of(jobid).await, 1, "another application's {what} job lost its run");
+        }
+        assert_eq!(runs_of(ours.pg_cron_job_id.unwrap()).await, 0, "our old run is pruned");
+        assert_eq!(runs_of(gone.pg_cron_job_id.unwrap()).await, 0, "unregister took the history");
+        assert!(pruned <= 2, "pruned {pruned}: only our runs");
+
+        // reconcile leaves the look-alike alone too: it is not `{prefix}{id}`.
+        let report = registry.reconcile().await.unwrap();
+        assert!(!report.unscheduled.contains(&lookalike), "{report:?}");
+        assert!(pg_cron_job(&cron, lookalike).await.is_some());
+        assert!(registry.unregister_cron_job(user, &ours.name).await.unwrap());
+        // The other application's jobs are removed here on success (and by
+        // `with_pg_cron` on failure), so none counts as left behind.
+        for jobid in [live, lookalike] {
+            on_job(&cron, "SELECT cron.unschedule($1)", jobid).await;
+        }
+    })
+    .await;
+}

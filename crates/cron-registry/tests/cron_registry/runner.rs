@@ -30,6 +30,14 @@ fn run_operation() -> JobCommand {
     JobCommand::run_operation(json!({"length": "short"})).unwrap()
 }
 
+/// A runner for tests about claims, which tick years after the jobs were
+/// registered: with catching up on (the default), every such tick would
+/// also handle the slots "missed" since registration (tested in the
+/// conformance suite's runner checks).
+fn claims_only(runner: CronRunner) -> CronRunner {
+    runner.catch_up_window(Duration::ZERO)
+}
+
 /// A second, independent pool on the same database: two runners in two
 /// "processes" share nothing but PostgreSQL.
 async fn second_pool(pool: &PgPool) -> PgPool {
@@ -48,9 +56,8 @@ async fn two_runners_over_one_database_fire_a_due_job_once(pool: PgPool) {
         .register_cron_job(job(user, "every-5", "*/5 * * * *", run_operation()))
         .await
         .unwrap();
-    let a = registry.runner().with_instance("a");
-    let b = PgCronRegistry::with_runner(second_pool(&pool).await)
-        .runner()
+    let a = claims_only(registry.runner()).with_instance("a");
+    let b = claims_only(PgCronRegistry::with_runner(second_pool(&pool).await).runner())
         .with_instance("b");
 
     // 10:05:07 is inside the due minute 10:05; both tick at once.
@@ -162,7 +169,7 @@ async fn runner_records_failures_and_skips_paused_jobs(pool: PgPool) {
         .register_cron_job(job(user, "paused", "* * * * *", run_operation()).active(false))
         .await
         .unwrap();
-    let runner = registry.runner();
+    let runner = claims_only(registry.runner());
     let report = runner.tick(datetime!(2030-01-01 00:00 UTC)).await.unwrap();
     assert_eq!((report.fired, report.failed), (1, 1));
 
@@ -197,7 +204,7 @@ async fn runner_history_retention(pool: PgPool) {
         .register_cron_job(job(user, "minutely", "* * * * *", run_operation()))
         .await
         .unwrap();
-    let runner = registry.runner();
+    let runner = claims_only(registry.runner());
     for minute in 0..3 {
         runner
             .tick(datetime!(2030-01-01 00:00 UTC) + time::Duration::minutes(minute))
@@ -336,10 +343,191 @@ async fn sql_executor_runs_the_rendered_command(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(
-        SqlExecutor::new(pool).execute(&job).await,
+        SqlExecutor::new(pool)
+            .execute(&job, Duration::from_secs(30))
+            .await,
         Ok("1 row".to_string())
     );
     let requests = registry.take_requests(1).await.unwrap();
     assert_eq!(requests[0].kind, RequestKind::RefreshRecommendations);
     assert_eq!(requests[0].operation_id.as_str(), "summarize");
+}
+
+/// A job that hangs does not stall the spawned runner: other jobs keep
+/// firing every slot meanwhile, the hanging job's overlapping slots are
+/// recorded as skipped, and its run is recorded failed at the timeout.
+#[tokio::test]
+async fn a_slow_job_does_not_stall_the_spawned_runner() {
+    use opsdeck_cron_registry::{JobExecutor, RunStatus};
+
+    /// The registry's own executor, except that `slow` never finishes.
+    #[derive(Debug)]
+    struct SlowOne(Arc<InMemoryCronRegistry>);
+
+    #[async_trait::async_trait]
+    impl JobExecutor for SlowOne {
+        async fn execute(
+            &self,
+            job: &opsdeck_cron_registry::CronJob,
+            timeout: Duration,
+        ) -> Result<String, String> {
+            if job.name.as_str() == "slow" {
+                std::future::pending::<()>().await;
+            }
+            self.0.execute(job, timeout).await
+        }
+    }
+
+    let registry = Arc::new(InMemoryCronRegistry::with_syntax(PgCronVersion::V1_5));
+    let user = UserId::random();
+    let fast = registry
+        .register_cron_job(job(user, "fast", "1 second", run_operation()))
+        .await
+        .unwrap();
+    let slow = registry
+        .register_cron_job(job(user, "slow", "1 second", run_operation()))
+        .await
+        .unwrap();
+    let handle = CronRunner::new(registry.clone(), Arc::new(SlowOne(registry.clone())))
+        .run_timeout(Duration::from_secs(3))
+        .spawn(Duration::from_millis(100));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let done = |runs: &[opsdeck_cron_registry::JobRun]| {
+        runs.iter()
+            .filter(|r| r.status == RunStatus::Succeeded)
+            .count()
+    };
+    while done(&registry.history(user, &fast.name, 100).await.unwrap()) < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the fast job did not run three times while the slow one hung"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let slow_runs = registry.history(user, &slow.name, 100).await.unwrap();
+    assert_eq!(
+        slow_runs
+            .iter()
+            .filter(|r| r.status == RunStatus::Running)
+            .count(),
+        1,
+        "one run of the slow job at a time: {slow_runs:?}"
+    );
+    assert!(
+        slow_runs.iter().any(|r| r.status == RunStatus::Skipped),
+        "its overlapping slots are recorded as skipped: {slow_runs:?}"
+    );
+    // Shutdown waits for the slow run's timeout, which records it failed.
+    tokio::time::timeout(Duration::from_secs(20), handle.shutdown())
+        .await
+        .expect("shutdown ends within the run timeout");
+    let slow_runs = registry.history(user, &slow.name, 100).await.unwrap();
+    assert!(
+        slow_runs.iter().all(|r| r.status != RunStatus::Running),
+        "{slow_runs:?}"
+    );
+    assert!(
+        slow_runs.iter().any(|r| r.status == RunStatus::Failed
+            && r.message
+                .as_deref()
+                .is_some_and(|m| m.contains("timed out"))),
+        "{slow_runs:?}"
+    );
+}
+
+/// A run the runner times out also stops in PostgreSQL (the SQL executor's
+/// statement timeout), so it cannot overlap the job's next run there.
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_timed_out_sql_run_stops_in_the_database(pool: PgPool) {
+    let registry = PgCronRegistry::with_runner(pool.clone());
+    let user = UserId::random();
+    let sleeper = registry
+        .register_cron_job(job(
+            user,
+            "sleeper",
+            "* * * * *",
+            JobCommand::call_function(
+                FunctionName::parse("pg_catalog.pg_sleep").unwrap(),
+                vec![SqlValue::Int(30)],
+            )
+            .unwrap(),
+        ))
+        .await
+        .unwrap();
+    let runner = registry.runner().run_timeout(Duration::from_millis(500));
+    let slot = sleeper.schedule.next_runs_after(sleeper.updated_at, 1)[0];
+    let started = std::time::Instant::now();
+    let report = runner.tick(slot).await.unwrap();
+    assert_eq!((report.fired, report.failed), (1, 1), "{report:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    let runs = registry.history(user, &sleeper.name, 5).await.unwrap();
+    assert_eq!(runs[0].status, RunStatus::Failed);
+    let message = runs[0].message.clone().unwrap();
+    assert!(
+        message.contains("timed out") || message.contains("statement timeout"),
+        "{message}"
+    );
+    // No backend of this database is still sleeping (bounded wait: the
+    // cancellation reaches the server asynchronously).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let sleeping: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND state = 'active'
+               AND query LIKE '%pg_sleep%' AND pid <> pg_backend_pid()",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if sleeping == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the timed-out statement still runs"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A corrupt row (written around the checks, as before they existed) is
+/// left out of the runner's jobs: it does not stop the others from firing.
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_corrupt_row_does_not_stall_the_runner(pool: PgPool) {
+    let registry = PgCronRegistry::with_runner(pool.clone());
+    let user = UserId::random();
+    let good = registry
+        .register_cron_job(job(user, "good", "* * * * *", run_operation()))
+        .await
+        .unwrap();
+    // This test database only: the row a client wrote before 0005.
+    sqlx::raw_sql(
+        "ALTER TABLE opsdeck.cron_job_registry DROP CONSTRAINT cron_job_registry_schedule_check",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO opsdeck.cron_job_registry (user_id, job_name, operation_id, schedule, command_kind)
+         VALUES ($1, 'banana', 'summarize', 'banana', 'refresh_recommendations')",
+    )
+    .bind(user)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let slot = good.schedule.next_runs_after(good.updated_at, 1)[0];
+    let report = registry.runner().tick(slot).await.unwrap();
+    assert_eq!(
+        (report.fired, report.failed, report.errors),
+        (1, 0, 0),
+        "{report:?}"
+    );
+    assert!(matches!(
+        registry.list_for_user(user).await,
+        Err(opsdeck_cron_registry::Error::Corrupt(_))
+    ));
 }
