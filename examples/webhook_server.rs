@@ -84,8 +84,18 @@ fn keys(scheme: impl Scheme + 'static, var: &str, demo: Option<&str>) -> Option<
 fn endpoints() -> Result<Vec<Endpoint>, Box<dyn std::error::Error>> {
     let mut endpoints = Vec::new();
     let configured = [
-        ("demo", keys(StandardWebhooks, "STANDARD_WEBHOOK_SECRET", Some(DEMO_STANDARD_SECRET))),
-        ("github", keys(GitHub, "GITHUB_WEBHOOK_SECRET", Some(DEMO_GITHUB_SECRET))),
+        (
+            "demo",
+            keys(
+                StandardWebhooks,
+                "STANDARD_WEBHOOK_SECRET",
+                Some(DEMO_STANDARD_SECRET),
+            ),
+        ),
+        (
+            "github",
+            keys(GitHub, "GITHUB_WEBHOOK_SECRET", Some(DEMO_GITHUB_SECRET)),
+        ),
         ("stripe", keys(Stripe, "STRIPE_WEBHOOK_SECRET", None)),
         ("slack", keys(Slack, "SLACK_SIGNING_SECRET", None)),
     ];

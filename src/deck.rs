@@ -16,7 +16,7 @@ use opsdeck_webhook_verify::{
     Endpoint, EventRepository, InMemoryEventRepository, PgEventRepository, Receiver,
 };
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use opsdeck_core::SecretUrl;
 
@@ -126,11 +126,16 @@ impl OpsDeck {
 
     fn wire(
         pool: PgPool,
+        analytics_read_pool: Option<PgPool>,
         config: OpsDeckBuilder,
         tiers: Tiers,
         registry: PgCronRegistry,
         cron: CronService,
     ) -> Self {
+        let mut analytics = PgAnalyticsRepository::new(pool.clone());
+        if let Some(read_pool) = analytics_read_pool {
+            analytics = analytics.with_read_pool(read_pool);
+        }
         let invalidation_bus = tiers.bus.clone();
         let runner_source = registry
             .pg_cron_version()
@@ -142,11 +147,7 @@ impl OpsDeck {
                 config.preferences,
                 tiers.clone(),
             ),
-            analytics: AnalyticsService::with_tiers(
-                Arc::new(PgAnalyticsRepository::new(pool.clone())),
-                config.analytics,
-                tiers,
-            ),
+            analytics: AnalyticsService::with_tiers(Arc::new(analytics), config.analytics, tiers),
             cron,
             runner_source,
             webhooks: receiver(
@@ -256,6 +257,7 @@ pub struct OpsDeckBuilder {
     require_pg_cron: bool,
     cron_allowed_functions: Vec<String>,
     webhook_endpoints: Vec<Endpoint>,
+    analytics_read_url: Option<SecretUrl>,
 }
 
 impl Default for OpsDeckBuilder {
@@ -275,6 +277,7 @@ impl Default for OpsDeckBuilder {
             require_pg_cron: false,
             cron_allowed_functions: Vec::new(),
             webhook_endpoints: Vec::new(),
+            analytics_read_url: None,
         }
     }
 }
@@ -330,6 +333,23 @@ impl OpsDeckBuilder {
     /// there) jobs fire through [`OpsDeck::cron_runner`].
     pub fn cron_database_url(mut self, url: impl Into<SecretUrl>) -> Self {
         self.cron_database_url = Some(url.into());
+        self
+    }
+
+    /// A read replica (a streaming standby of the database) for the
+    /// analytics reports: cost trends, period summaries, model comparisons
+    /// and SLA reports run there; writes, recommendations and everything
+    /// else stay on the primary. A report runs on the replica only once the
+    /// replica has replayed the primary's WAL up to where it was when the
+    /// report began (waiting up to 50 ms, else the primary serves it), so it
+    /// never misses a write acknowledged before it, on any instance; see
+    /// `PgAnalyticsRepository::with_read_pool`. The replica's pool (same
+    /// size as the primary's, `application_name` `opsdeck-analytics-read`
+    /// unless the URL sets one) connects lazily: a replica that is down
+    /// when building, or later, only sends the reports to the primary.
+    /// Ignored in memory.
+    pub fn analytics_read_url(mut self, url: impl Into<SecretUrl>) -> Self {
+        self.analytics_read_url = Some(url.into());
         self
     }
 
@@ -400,15 +420,35 @@ impl OpsDeckBuilder {
                     .map_err(Error::Connect)?
             }
         };
+        let analytics_read_pool = self.analytics_read_pool()?;
         let tiers = self.tiers(&pool)?;
         let registry = self.cron_registry(&pool).await?;
         let cron = self.cron_service(Arc::new(registry.clone()))?;
         let migrate = self.migrate;
-        let deck = OpsDeck::wire(pool, self, tiers, registry, cron);
+        let deck = OpsDeck::wire(pool, analytics_read_pool, self, tiers, registry, cron);
         if migrate {
             deck.migrate().await?;
         }
         Ok(deck)
+    }
+
+    /// The lazily connecting pool of [`Self::analytics_read_url`], if set.
+    fn analytics_read_pool(&self) -> Result<Option<PgPool>, Error> {
+        let Some(url) = &self.analytics_read_url else {
+            return Ok(None);
+        };
+        let mut options: PgConnectOptions = url.expose().parse().map_err(Error::Connect)?;
+        if options.get_application_name().is_none() {
+            // So operators can tell the report connections on the replica.
+            options = options.application_name("opsdeck-analytics-read");
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(self.max_connections.max(1))
+            // A replica that does not answer must not hold reports long:
+            // they fall back to the primary.
+            .acquire_timeout(self.acquire_timeout.min(Duration::from_secs(1)))
+            .connect_lazy_with(options);
+        Ok(Some(pool))
     }
 
     /// The cron service over `registry`, behind the configured allow-list.

@@ -204,6 +204,10 @@ impl<R: AnalyticsRepository> AnalyticsRepository for Cached<R> {
             .await
     }
 
+    async fn expire_recommendations_before(&self, cutoff: OffsetDateTime) -> Result<u64> {
+        self.inner.expire_recommendations_before(cutoff).await
+    }
+
     async fn purge_executions_before(&self, cutoff: OffsetDateTime) -> Result<RetentionReport> {
         let result = self.inner.purge_executions_before(cutoff).await;
         self.invalidate_everything().await;

@@ -34,6 +34,11 @@ pub enum RecommendationStatus {
     Dismissed,
     /// The user acted on it.
     Applied,
+    /// The rules stopped producing it (a generation no longer found it, or
+    /// it was not refreshed since an expiry cutoff): it no longer holds, so
+    /// it is not shown, and — not being the user's decision — it does not
+    /// suppress the same finding when it holds again.
+    Expired,
 }
 
 impl RecommendationStatus {
@@ -43,6 +48,7 @@ impl RecommendationStatus {
             RecommendationStatus::Active => "active",
             RecommendationStatus::Dismissed => "dismissed",
             RecommendationStatus::Applied => "applied",
+            RecommendationStatus::Expired => "expired",
         }
     }
 }
@@ -60,10 +66,11 @@ impl FromStr for RecommendationStatus {
             "active" => Ok(RecommendationStatus::Active),
             "dismissed" => Ok(RecommendationStatus::Dismissed),
             "applied" => Ok(RecommendationStatus::Applied),
+            "expired" => Ok(RecommendationStatus::Expired),
             other => Err(Validation::new(
                 "status",
                 format!(
-                    "expected active, dismissed or applied, got {:?}",
+                    "expected active, dismissed, applied or expired, got {:?}",
                     Snippet::new(other)
                 ),
             )),
@@ -85,6 +92,7 @@ mod tests {
             RecommendationStatus::Active,
             RecommendationStatus::Dismissed,
             RecommendationStatus::Applied,
+            RecommendationStatus::Expired,
         ] {
             assert_eq!(status.as_str().parse::<RecommendationStatus>(), Ok(status));
         }

@@ -85,7 +85,7 @@ pub use limits::{
 pub use memory::InMemoryAnalyticsRepository;
 pub use money::{Money, ParseMoneyError};
 #[cfg(feature = "postgres")]
-pub use postgres::PgAnalyticsRepository;
+pub use postgres::{PgAnalyticsRepository, ReplicaStats};
 pub use recommend::{
     Finding, ModelEvidence, Recommendation, RecommendationThresholds, RecommendedAction,
     Resolution, WeekEvidence, evaluate,

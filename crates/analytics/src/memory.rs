@@ -13,7 +13,9 @@ use crate::ids::{ExecutionId, RecommendationId, RecommendationStatus};
 use crate::limits::{DEFAULT_FUTURE_TOLERANCE, MAX_LIST};
 use crate::recommend::{Finding, Recommendation, Resolution, dedupe_findings};
 use crate::report::{DailyRollup, DateRange, RollupFilter, TrendPoint, TrendQuery, trend_of};
-use crate::repository::{AnalyticsRepository, RetentionReport, retention_horizon};
+use crate::repository::{
+    AnalyticsRepository, RetentionReport, check_expiry_cutoff, retention_horizon,
+};
 use crate::sla::SlaTarget;
 
 /// Analytics kept in process memory: the embedded default when no database
@@ -225,10 +227,20 @@ impl AnalyticsRepository for InMemoryAnalyticsRepository {
         cooldown: Duration,
     ) -> Result<Vec<Recommendation>> {
         let now = OffsetDateTime::now_utc();
+        let findings = dedupe_findings(findings);
         let mut state = self.state();
         let stored = state.recommendations.entry(user).or_default();
+        // Active ones the rules no longer produce do not hold any more.
+        for stale in stored.iter_mut().filter(|r| {
+            r.status == RecommendationStatus::Active
+                && !findings
+                    .iter()
+                    .any(|f| f.kind() == r.finding.kind() && f.subject() == r.finding.subject())
+        }) {
+            expire(stale, now);
+        }
         let mut saved = Vec::new();
-        for finding in dedupe_findings(findings) {
+        for finding in findings {
             let (kind, subject) = (finding.kind(), finding.subject());
             let same =
                 |r: &Recommendation| r.finding.kind() == kind && r.finding.subject() == subject;
@@ -246,9 +258,15 @@ impl AnalyticsRepository for InMemoryAnalyticsRepository {
                 .ok()
                 .and_then(|cooldown| now.checked_sub(cooldown))
                 .unwrap_or(OffsetDateTime::new_utc(Date::MIN, time::Time::MIDNIGHT));
-            let suppressed = stored
-                .iter()
-                .any(|r| same(r) && r.status_changed_at.is_some_and(|at| at > since));
+            // Only the user's decisions suppress; an expiry does not.
+            let suppressed = stored.iter().any(|r| {
+                same(r)
+                    && matches!(
+                        r.status,
+                        RecommendationStatus::Dismissed | RecommendationStatus::Applied
+                    )
+                    && r.status_changed_at.is_some_and(|at| at > since)
+            });
             if suppressed {
                 continue;
             }
@@ -313,6 +331,24 @@ impl AnalyticsRepository for InMemoryAnalyticsRepository {
         }
     }
 
+    #[tracing::instrument(name = "analytics.memory.expire_recommendations_before", skip_all)]
+    async fn expire_recommendations_before(&self, cutoff: OffsetDateTime) -> Result<u64> {
+        let now = OffsetDateTime::now_utc();
+        check_expiry_cutoff(cutoff, now)?;
+        let mut state = self.state();
+        let mut expired = 0;
+        for stale in state
+            .recommendations
+            .values_mut()
+            .flatten()
+            .filter(|r| r.status == RecommendationStatus::Active && r.updated_at < cutoff)
+        {
+            expire(stale, now);
+            expired += 1;
+        }
+        Ok(expired)
+    }
+
     #[tracing::instrument(name = "analytics.memory.purge_executions_before", skip_all)]
     async fn purge_executions_before(&self, cutoff: OffsetDateTime) -> Result<RetentionReport> {
         let horizon = retention_horizon(cutoff, OffsetDateTime::now_utc())?;
@@ -332,4 +368,11 @@ impl AnalyticsRepository for InMemoryAnalyticsRepository {
             forgotten_ids: (before - state.ledger.len()) as u64,
         })
     }
+}
+
+/// Moves an active recommendation to expired.
+fn expire(recommendation: &mut Recommendation, now: OffsetDateTime) {
+    recommendation.status = RecommendationStatus::Expired;
+    recommendation.status_changed_at = Some(now);
+    recommendation.updated_at = now;
 }

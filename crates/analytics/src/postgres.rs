@@ -1,3 +1,6 @@
+mod replica;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,10 +17,15 @@ use crate::limits::{DEFAULT_FUTURE_TOLERANCE, MAX_LIST};
 use crate::money::Money;
 use crate::recommend::{Finding, Recommendation, Resolution, dedupe_findings};
 use crate::report::{
-    DailyRollup, DateRange, RollupFilter, Totals, TrendPoint, TrendQuery, complete_trend,
+    DailyRollup, DateRange, ModelStats, PeriodSummary, RollupFilter, Totals, TrendPoint,
+    TrendQuery, compare_models, complete_trend,
 };
-use crate::repository::{AnalyticsRepository, RetentionReport, retention_horizon};
-use crate::sla::{SlaTarget, SuccessRate};
+use crate::repository::{
+    AnalyticsRepository, RetentionReport, check_expiry_cutoff, retention_horizon,
+};
+use crate::sla::{SlaStatus, SlaTarget, SuccessRate};
+use replica::ReadReplica;
+pub use replica::ReplicaStats;
 
 /// Analytics in PostgreSQL: the tables and functions of
 /// `migrations/0002_analytics.sql` (`opsdeck.operation_executions`,
@@ -26,10 +34,20 @@ use crate::sla::{SlaTarget, SuccessRate};
 /// Recording goes through the SQL functions, so services written in other
 /// languages calling them directly get the same idempotency and rollups.
 /// Every statement filters on `user_id`, the leading column of every key.
+///
+/// Reports — [`cost_trend`](AnalyticsRepository::cost_trend),
+/// [`period_summary`](AnalyticsRepository::period_summary),
+/// [`model_comparison`](AnalyticsRepository::model_comparison) and
+/// [`sla_report`](AnalyticsRepository::sla_report) — can run on a read
+/// replica ([`with_read_pool`](Self::with_read_pool)) without ever lagging
+/// a write: see there. Writes, recommendations, the raw log and the raw
+/// rollups stay on the primary.
 #[derive(Debug, Clone)]
 pub struct PgAnalyticsRepository {
     pool: PgPool,
     future_tolerance: Duration,
+    replica: Option<Arc<ReadReplica>>,
+    replica_max_wait: Duration,
 }
 
 impl PgAnalyticsRepository {
@@ -40,6 +58,58 @@ impl PgAnalyticsRepository {
         PgAnalyticsRepository {
             pool,
             future_tolerance: DEFAULT_FUTURE_TOLERANCE,
+            replica: None,
+            replica_max_wait: replica::DEFAULT_MAX_WAIT,
+        }
+    }
+
+    /// Runs the reports on `read_pool`, a streaming replica of the primary
+    /// (a pool on the primary itself also works, e.g. in tests).
+    ///
+    /// A replica replays the primary's WAL with a lag, so a report that
+    /// simply read it could miss a write acknowledged just before — and the
+    /// metrics cache would keep that stale report for its TTL. So a report
+    /// first reads the primary's flushed WAL position
+    /// (`pg_current_wal_flush_lsn()`, one tiny query) and runs on the
+    /// replica only once the replica has replayed up to it
+    /// (`pg_last_wal_replay_lsn()`), waiting up to 50 ms
+    /// ([`with_replica_max_wait`](Self::with_replica_max_wait)); past that
+    /// it runs on the primary. A report therefore reflects every write
+    /// committed before it began, on any instance (with
+    /// `synchronous_commit = off` only those already flushed). A replica
+    /// error or a probe slower than 500 ms sends reports to the primary for
+    /// a second. [`replica_stats`](Self::replica_stats) counts where
+    /// reports went.
+    pub fn with_read_pool(mut self, read_pool: PgPool) -> Self {
+        self.replica = Some(Arc::new(ReadReplica::new(read_pool)));
+        self
+    }
+
+    /// How long a report waits for the replica to catch up before it runs
+    /// on the primary (default 50 ms; zero: only a replica that has already
+    /// caught up serves). Without a read pool this changes nothing.
+    pub fn with_replica_max_wait(mut self, max_wait: Duration) -> Self {
+        self.replica_max_wait = max_wait;
+        self
+    }
+
+    /// Where reports went (all zero without a read pool).
+    pub fn replica_stats(&self) -> ReplicaStats {
+        self.replica
+            .as_ref()
+            .map(|replica| replica.stats())
+            .unwrap_or_default()
+    }
+
+    /// The pool a report runs on (see [`Self::with_read_pool`]).
+    async fn report_pool(&self) -> Result<&PgPool> {
+        match &self.replica {
+            Some(replica) => {
+                replica
+                    .route(&self.pool, self.replica_max_wait, map_db_error)
+                    .await
+            }
+            None => Ok(&self.pool),
         }
     }
 
@@ -113,6 +183,66 @@ impl PgAnalyticsRepository {
     }
 }
 
+impl PgAnalyticsRepository {
+    /// The user's daily rollups matching `filter`, read on `pool`.
+    async fn rollups_on(
+        pool: &PgPool,
+        user: UserId,
+        filter: &RollupFilter,
+    ) -> Result<Vec<DailyRollup>> {
+        let rows = sqlx::query_as::<_, RollupRow>(DAILY_ROLLUPS)
+            .bind(user)
+            .bind(filter.range.start())
+            .bind(filter.range.end())
+            .bind(filter.operation.as_ref())
+            .bind(filter.model.as_ref())
+            .fetch_all(pool)
+            .await
+            .map_err(map_db_error)?;
+        tracing::Span::current().record("rows", rows.len());
+        // Rows come ordered by key, shards of one key adjacent: merge them.
+        let mut rollups: Vec<DailyRollup> = Vec::with_capacity(rows.len());
+        for row in rows {
+            let rollup = row.into_domain()?;
+            match rollups.last_mut() {
+                Some(last)
+                    if last.day == rollup.day
+                        && last.model == rollup.model
+                        && last.operation_id == rollup.operation_id =>
+                {
+                    last.merge(&rollup);
+                }
+                _ => rollups.push(rollup),
+            }
+        }
+        Ok(rollups)
+    }
+
+    /// The user's SLA targets, read on `pool`.
+    async fn targets_on(pool: &PgPool, user: UserId) -> Result<Vec<SlaTarget>> {
+        let rows: Vec<(OperationId, i32, i32)> = sqlx::query_as(
+            "SELECT operation_id, min_success_rate_ppm, max_p95_latency_ms
+             FROM opsdeck.sla_targets WHERE user_id = $1 ORDER BY operation_id",
+        )
+        .bind(user)
+        .fetch_all(pool)
+        .await
+        .map_err(map_db_error)?;
+        rows.into_iter()
+            .map(|(operation, ppm, latency)| {
+                let corrupt = |e: Error| Error::Corrupt(format!("SLA target of user {user}: {e}"));
+                SlaTarget::new(
+                    operation,
+                    SuccessRate::from_ppm(u32::try_from(ppm).unwrap_or(u32::MAX))
+                        .map_err(corrupt)?,
+                    u32::try_from(latency).unwrap_or_default(),
+                )
+                .map_err(corrupt)
+            })
+            .collect()
+    }
+}
+
 const RECORD_ONE: &str = "SELECT opsdeck.record_operation_execution(
     $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 
@@ -155,6 +285,13 @@ const RESOLVE_RECOMMENDATION: &str = "
     SET status = $3, status_changed_at = now(), updated_at = now()
     WHERE user_id = $1 AND id = $2 AND status = 'active'
     RETURNING id, user_id, details, status, created_at, updated_at, status_changed_at";
+
+/// Every user's active recommendations not refreshed since $1 (served by
+/// the partial index on `updated_at` of active rows, migration 0007).
+const EXPIRE_RECOMMENDATIONS: &str = "
+    UPDATE opsdeck.optimization_recommendations
+    SET status = 'expired', status_changed_at = now(), updated_at = now()
+    WHERE status = 'active' AND updated_at < $1";
 
 /// The executions of a batch as the parallel arrays the SQL function takes.
 #[derive(Default)]
@@ -290,32 +427,7 @@ impl AnalyticsRepository for PgAnalyticsRepository {
         fields(%user, range = %filter.range, rows)
     )]
     async fn daily_rollups(&self, user: UserId, filter: &RollupFilter) -> Result<Vec<DailyRollup>> {
-        let rows = sqlx::query_as::<_, RollupRow>(DAILY_ROLLUPS)
-            .bind(user)
-            .bind(filter.range.start())
-            .bind(filter.range.end())
-            .bind(filter.operation.as_ref())
-            .bind(filter.model.as_ref())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map_db_error)?;
-        tracing::Span::current().record("rows", rows.len());
-        // Rows come ordered by key, shards of one key adjacent: merge them.
-        let mut rollups: Vec<DailyRollup> = Vec::with_capacity(rows.len());
-        for row in rows {
-            let rollup = row.into_domain()?;
-            match rollups.last_mut() {
-                Some(last)
-                    if last.day == rollup.day
-                        && last.model == rollup.model
-                        && last.operation_id == rollup.operation_id =>
-                {
-                    last.merge(&rollup);
-                }
-                _ => rollups.push(rollup),
-            }
-        }
-        Ok(rollups)
+        Self::rollups_on(&self.pool, user, filter).await
     }
 
     #[tracing::instrument(
@@ -324,6 +436,7 @@ impl AnalyticsRepository for PgAnalyticsRepository {
         fields(%user, range = %query.filter.range, granularity = query.granularity.as_str())
     )]
     async fn cost_trend(&self, user: UserId, query: &TrendQuery) -> Result<Vec<TrendPoint>> {
+        let pool = self.report_pool().await?;
         let rows = sqlx::query_as::<_, TrendRow>(COST_TREND)
             .bind(user)
             .bind(query.filter.range.start())
@@ -331,7 +444,7 @@ impl AnalyticsRepository for PgAnalyticsRepository {
             .bind(query.granularity.as_str())
             .bind(query.filter.operation.as_ref())
             .bind(query.filter.model.as_ref())
-            .fetch_all(&self.pool)
+            .fetch_all(pool)
             .await
             .map_err(map_db_error)?;
         Ok(complete_trend(
@@ -364,26 +477,7 @@ impl AnalyticsRepository for PgAnalyticsRepository {
 
     #[tracing::instrument(name = "analytics.pg.sla_targets", skip(self), fields(%user))]
     async fn sla_targets(&self, user: UserId) -> Result<Vec<SlaTarget>> {
-        let rows: Vec<(OperationId, i32, i32)> = sqlx::query_as(
-            "SELECT operation_id, min_success_rate_ppm, max_p95_latency_ms
-             FROM opsdeck.sla_targets WHERE user_id = $1 ORDER BY operation_id",
-        )
-        .bind(user)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(map_db_error)?;
-        rows.into_iter()
-            .map(|(operation, ppm, latency)| {
-                let corrupt = |e: Error| Error::Corrupt(format!("SLA target of user {user}: {e}"));
-                SlaTarget::new(
-                    operation,
-                    SuccessRate::from_ppm(u32::try_from(ppm).unwrap_or(u32::MAX))
-                        .map_err(corrupt)?,
-                    u32::try_from(latency).unwrap_or_default(),
-                )
-                .map_err(corrupt)
-            })
-            .collect()
+        Self::targets_on(&self.pool, user).await
     }
 
     #[tracing::instrument(name = "analytics.pg.delete_sla_target", skip(self), fields(%user, %operation))]
@@ -409,10 +503,9 @@ impl AnalyticsRepository for PgAnalyticsRepository {
         findings: Vec<Finding>,
         cooldown: Duration,
     ) -> Result<Vec<Recommendation>> {
+        // No early return without findings: the statement then expires
+        // every active recommendation of the user.
         let findings = dedupe_findings(findings);
-        if findings.is_empty() {
-            return Ok(Vec::new());
-        }
         let mut kinds = Vec::with_capacity(findings.len());
         let mut subjects = Vec::with_capacity(findings.len());
         let mut operations = Vec::with_capacity(findings.len());
@@ -462,9 +555,11 @@ impl AnalyticsRepository for PgAnalyticsRepository {
         }
         .bind(user);
         let query = match status {
-            Some(status @ (RecommendationStatus::Dismissed | RecommendationStatus::Applied)) => {
-                query.bind(status.as_str())
-            }
+            Some(
+                status @ (RecommendationStatus::Dismissed
+                | RecommendationStatus::Applied
+                | RecommendationStatus::Expired),
+            ) => query.bind(status.as_str()),
             _ => query,
         };
         let rows = query.fetch_all(&self.pool).await.map_err(map_db_error)?;
@@ -511,8 +606,59 @@ impl AnalyticsRepository for PgAnalyticsRepository {
         }
     }
 
+    #[tracing::instrument(
+        name = "analytics.pg.expire_recommendations_before",
+        skip(self),
+        fields(expired)
+    )]
+    async fn expire_recommendations_before(&self, cutoff: OffsetDateTime) -> Result<u64> {
+        check_expiry_cutoff(cutoff, OffsetDateTime::now_utc())?;
+        let expired = sqlx::query(EXPIRE_RECOMMENDATIONS)
+            .bind(cutoff)
+            .execute(&self.pool)
+            .await
+            .map_err(map_db_error)?
+            .rows_affected();
+        tracing::Span::current().record("expired", expired);
+        Ok(expired)
+    }
+
     async fn purge_executions_before(&self, cutoff: OffsetDateTime) -> Result<RetentionReport> {
         self.retention(cutoff, false).await
+    }
+
+    // The reports: the provided methods' logic, on the report pool.
+
+    #[tracing::instrument(name = "analytics.pg.period_summary", skip(self, filter), fields(%user, rows))]
+    async fn period_summary(&self, user: UserId, filter: &RollupFilter) -> Result<PeriodSummary> {
+        let rollups = Self::rollups_on(self.report_pool().await?, user, filter).await?;
+        Ok(PeriodSummary::of(filter.range, &rollups))
+    }
+
+    #[tracing::instrument(name = "analytics.pg.model_comparison", skip(self), fields(%user, rows))]
+    async fn model_comparison(
+        &self,
+        user: UserId,
+        operation: &OperationId,
+        range: DateRange,
+    ) -> Result<Vec<ModelStats>> {
+        let filter = RollupFilter::new(range).operation(operation.clone());
+        let rollups = Self::rollups_on(self.report_pool().await?, user, &filter).await?;
+        Ok(compare_models(&rollups))
+    }
+
+    #[tracing::instrument(name = "analytics.pg.sla_report", skip(self), fields(%user, rows))]
+    async fn sla_report(&self, user: UserId, range: DateRange) -> Result<Vec<SlaStatus>> {
+        let pool = self.report_pool().await?;
+        let targets = Self::targets_on(pool, user).await?;
+        if targets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rollups = Self::rollups_on(pool, user, &RollupFilter::new(range)).await?;
+        Ok(targets
+            .into_iter()
+            .map(|target| SlaStatus::of(target, &rollups))
+            .collect())
     }
 }
 

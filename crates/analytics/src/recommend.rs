@@ -1,5 +1,5 @@
 //! Optimization recommendations: three rules over the daily rollups, and
-//! the recommendation lifecycle (active → dismissed | applied).
+//! the recommendation lifecycle (active → dismissed | applied | expired).
 
 use std::collections::BTreeMap;
 
@@ -298,7 +298,7 @@ pub struct Recommendation {
     pub created_at: OffsetDateTime,
     /// When it last changed.
     pub updated_at: OffsetDateTime,
-    /// When it was dismissed or applied.
+    /// When it was dismissed, applied or expired.
     pub status_changed_at: Option<OffsetDateTime>,
 }
 

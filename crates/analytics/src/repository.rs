@@ -57,14 +57,19 @@ pub struct RetentionReport {
 /// - `daily_rollups` returns one rollup per (operation, model, day) in that
 ///   order; `cost_trend` returns one point per bucket from the range's first
 ///   to its last day, zeros included.
-/// - `save_recommendations` leaves at most one active recommendation per
-///   (kind, subject): an existing one is refreshed with the new evidence;
-///   one dismissed or applied less than `cooldown` ago suppresses the
-///   finding. It returns the active recommendations of the findings,
-///   ordered by kind and subject.
+/// - `save_recommendations` takes the user's complete current findings and
+///   leaves at most one active recommendation per (kind, subject): an
+///   existing one is refreshed with the new evidence; one dismissed or
+///   applied less than `cooldown` ago suppresses the finding (an expired
+///   one does not); an active one whose (kind, subject) is not among the
+///   findings no longer holds and becomes expired — all in one atomic step.
+///   It returns the active recommendations of the findings, ordered by
+///   kind and subject.
 /// - `resolve_recommendation` moves an active recommendation to dismissed
 ///   or applied; repeating the same resolution is a no-op; anything else is
 ///   [`Error::InvalidTransition`]; an unknown id is [`Error::NotFound`].
+/// - `expire_recommendations_before` expires every active recommendation
+///   (of every user) last refreshed before the cutoff.
 /// - A read after a write sees the write, also through a caching wrapper.
 #[async_trait]
 pub trait AnalyticsRepository: Send + Sync + std::fmt::Debug {
@@ -99,7 +104,8 @@ pub trait AnalyticsRepository: Send + Sync + std::fmt::Debug {
     /// Removes a target; `Ok(false)` if there was none.
     async fn delete_sla_target(&self, user: UserId, operation: &OperationId) -> Result<bool>;
 
-    /// Stores findings as active recommendations (see the contract).
+    /// Stores the user's current findings as active recommendations and
+    /// expires the active ones they no longer include (see the contract).
     async fn save_recommendations(
         &self,
         user: UserId,
@@ -121,6 +127,13 @@ pub trait AnalyticsRepository: Send + Sync + std::fmt::Debug {
         id: RecommendationId,
         resolution: Resolution,
     ) -> Result<Recommendation>;
+
+    /// Expires every active recommendation, of every user, whose last
+    /// refresh (`updated_at`: its creation or the last generation that
+    /// still found it) is before `cutoff`; returns how many. For users
+    /// whose recommendations are no longer regenerated, e.g. a daily job
+    /// with `now - 30 days`. `cutoff` must not be in the future.
+    async fn expire_recommendations_before(&self, cutoff: OffsetDateTime) -> Result<u64>;
 
     /// Retention: forgets every execution before the start of `cutoff`'s
     /// UTC month (whole months, as partitions are monthly) and refuses such
@@ -165,9 +178,10 @@ pub trait AnalyticsRepository: Send + Sync + std::fmt::Debug {
 #[async_trait]
 pub trait AnalyticsRepositoryExt: AnalyticsRepository {
     /// Runs the rules ([`evaluate`]) on the user's rollups as of the UTC
-    /// day `as_of` and stores the findings; returns the resulting active
-    /// recommendations. Running it again with the same data changes nothing
-    /// but `updated_at`.
+    /// day `as_of` and stores the findings, expiring the user's active
+    /// recommendations the rules no longer produce; returns the resulting
+    /// active recommendations. Running it again with the same data changes
+    /// nothing but `updated_at`.
     async fn generate_recommendations(
         &self,
         user: UserId,
@@ -245,6 +259,9 @@ impl<R: AnalyticsRepository + ?Sized> AnalyticsRepository for Arc<R> {
     ) -> Result<Recommendation> {
         (**self).resolve_recommendation(user, id, resolution).await
     }
+    async fn expire_recommendations_before(&self, cutoff: OffsetDateTime) -> Result<u64> {
+        (**self).expire_recommendations_before(cutoff).await
+    }
     async fn purge_executions_before(&self, cutoff: OffsetDateTime) -> Result<RetentionReport> {
         (**self).purge_executions_before(cutoff).await
     }
@@ -310,6 +327,7 @@ mockall::mock! {
             id: RecommendationId,
             resolution: Resolution,
         ) -> Result<Recommendation>;
+        async fn expire_recommendations_before(&self, cutoff: OffsetDateTime) -> Result<u64>;
         async fn purge_executions_before(&self, cutoff: OffsetDateTime) -> Result<RetentionReport>;
     }
 }
@@ -319,6 +337,18 @@ impl std::fmt::Debug for MockAnalyticsRepository {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("MockAnalyticsRepository")
     }
+}
+
+/// Refuses an expiry cutoff in the future (it would expire what the rules
+/// still produce).
+pub(crate) fn check_expiry_cutoff(cutoff: OffsetDateTime, now: OffsetDateTime) -> Result<()> {
+    if cutoff > now {
+        return Err(Error::invalid(
+            "cutoff",
+            format!("{cutoff} is in the future"),
+        ));
+    }
+    Ok(())
 }
 
 /// The retention horizon for `cutoff`: the start of its UTC month. Refuses

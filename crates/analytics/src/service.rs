@@ -191,7 +191,8 @@ impl AnalyticsService {
     }
 
     /// Runs the recommendation rules on the user's data up to today (UTC)
-    /// with the configured thresholds and stores the findings.
+    /// with the configured thresholds and stores the findings; the user's
+    /// active recommendations the rules no longer produce expire.
     pub async fn generate_recommendations(&self, user: UserId) -> Result<Vec<Recommendation>> {
         let today = OffsetDateTime::now_utc().date();
         self.generate_recommendations_as_of(user, today).await
@@ -244,6 +245,14 @@ impl AnalyticsService {
         self.stack
             .resolve_recommendation(user, id, Resolution::Apply)
             .await
+    }
+
+    /// Expires every user's active recommendations not refreshed since
+    /// `cutoff` (see [`AnalyticsRepository::expire_recommendations_before`]);
+    /// returns how many.
+    #[tracing::instrument(name = "analytics.expire_recommendations", skip(self))]
+    pub async fn expire_recommendations_before(&self, cutoff: OffsetDateTime) -> Result<u64> {
+        self.stack.expire_recommendations_before(cutoff).await
     }
 
     /// Retention (see [`AnalyticsRepository::purge_executions_before`]);

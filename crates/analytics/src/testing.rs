@@ -3,7 +3,9 @@
 //! Each check creates its own random users, so checks can share one
 //! database and run in any order — except
 //! [`retention_forgets_old_executions_but_keeps_rollups`], which moves the
-//! backend's global retention horizon and needs a backend of its own.
+//! backend's global retention horizon, and
+//! [`stale_recommendations_expire_before_a_cutoff`], which expires every
+//! user's active recommendations: each needs a backend of its own.
 //! Backends call [`run_all`] (and the retention check on a fresh backend)
 //! from their integration tests, and so does the [`crate::Cached`] stack
 //! over each backend; see `tests/analytics/`.
@@ -160,6 +162,7 @@ pub async fn run_all(repo: &dyn AnalyticsRepository) {
     rising_cost_is_recommended_only_when_faster_than_usage(repo).await;
     failing_model_is_recommended_above_threshold(repo).await;
     recommendation_lifecycle(repo).await;
+    recommendations_no_longer_found_expire(repo).await;
     reads_follow_writes(repo).await;
 }
 
@@ -967,6 +970,141 @@ pub async fn recommendation_lifecycle(repo: &dyn AnalyticsRepository) {
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+/// A recommendation the rules no longer produce stops being active: a
+/// failing model that recovered is expired by the next generation (not
+/// resolved: the user decided nothing), cannot be dismissed any more, and
+/// comes back as a new active recommendation when it fails again — the
+/// cooldown of dismissals does not apply to expiries.
+pub async fn recommendations_no_longer_found_expire(repo: &dyn AnalyticsRepository) {
+    let user = UserId::random();
+    repo.record_many(batch_of(user, "extract", "m/flaky", 4, 100, 50, 10))
+        .await
+        .unwrap();
+    let raised = repo
+        .generate_recommendations(user, anchor(), &thresholds())
+        .await
+        .unwrap();
+    assert_eq!(raised.len(), 1, "{raised:#?}");
+    let stale = raised[0].id;
+
+    // 900 successes later the failure rate is 5%: the finding is gone.
+    repo.record_many(batch_of(user, "extract", "m/flaky", 3, 900, 0, 10))
+        .await
+        .unwrap();
+    let now = repo
+        .generate_recommendations(user, anchor(), &thresholds())
+        .await
+        .unwrap();
+    assert!(now.is_empty(), "{now:#?}");
+    let active = repo
+        .recommendations(user, Some(RecommendationStatus::Active))
+        .await
+        .unwrap();
+    assert!(
+        active.is_empty(),
+        "the stale one is not active: {active:#?}"
+    );
+    let expired = repo
+        .recommendations(user, Some(RecommendationStatus::Expired))
+        .await
+        .unwrap();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0].id, stale);
+    assert!(expired[0].status_changed_at.is_some());
+    let err = repo
+        .resolve_recommendation(user, stale, Resolution::Dismiss)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidTransition {
+                from: RecommendationStatus::Expired,
+                to: RecommendationStatus::Dismissed,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    // Failing again (300 of 1 200): raised anew despite the cooldown.
+    repo.record_many(batch_of(user, "extract", "m/flaky", 2, 200, 200, 10))
+        .await
+        .unwrap();
+    let again = repo
+        .generate_recommendations(user, anchor(), &thresholds())
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1, "{again:#?}");
+    assert_ne!(again[0].id, stale, "a new recommendation");
+    assert_eq!(again[0].status, RecommendationStatus::Active);
+    assert_eq!(repo.recommendations(user, None).await.unwrap().len(), 2);
+}
+
+/// `expire_recommendations_before` expires every user's active
+/// recommendations not refreshed since the cutoff, and nothing else;
+/// refuses a cutoff in the future. It changes every user's data: run it on
+/// a backend of its own.
+pub async fn stale_recommendations_expire_before_a_cutoff(repo: &dyn AnalyticsRepository) {
+    let (user, other) = (UserId::random(), UserId::random());
+    for owner in [user, other] {
+        repo.record_many(batch_of(owner, "extract", "m/failing", 3, 100, 50, 10))
+            .await
+            .unwrap();
+    }
+    let dismissed = repo
+        .generate_recommendations(other, anchor(), &thresholds())
+        .await
+        .unwrap()[0]
+        .id;
+    repo.resolve_recommendation(other, dismissed, Resolution::Dismiss)
+        .await
+        .unwrap();
+    let raised = repo
+        .generate_recommendations(user, anchor(), &thresholds())
+        .await
+        .unwrap();
+    assert_eq!(raised.len(), 1);
+
+    let an_hour_ago = OffsetDateTime::now_utc() - Days::hours(1);
+    assert_eq!(
+        repo.expire_recommendations_before(an_hour_ago)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_invalid(
+        repo.expire_recommendations_before(OffsetDateTime::now_utc() + Days::hours(1))
+            .await,
+        "cutoff",
+        None,
+    );
+    let still = repo
+        .recommendations(user, Some(RecommendationStatus::Active))
+        .await
+        .unwrap();
+    assert_eq!(still.len(), 1, "neither call expired anything");
+
+    let expired = repo
+        .expire_recommendations_before(OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    assert_eq!(expired, 1, "only the active one; the dismissed one stays");
+    let mine = repo.recommendations(user, None).await.unwrap();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0].status, RecommendationStatus::Expired);
+    assert!(mine[0].status_changed_at.is_some());
+    let theirs = repo.recommendations(other, None).await.unwrap();
+    assert_eq!(theirs[0].status, RecommendationStatus::Dismissed);
+    assert_eq!(
+        repo.expire_recommendations_before(OffsetDateTime::now_utc())
+            .await
+            .unwrap(),
+        0,
+        "nothing active is left"
     );
 }
 

@@ -16,7 +16,10 @@
 //!   `Type`/`Encode`/`Decode` under the `postgres` feature, and
 //!   [`db::constraint_violation`], the one constraint → [`Validation`] mapper;
 //! - [`StatementCounter`]: counts the SQL statements sqlx sends, so tests and
-//!   examples can prove "one statement" promises instead of asserting them.
+//!   examples can prove "one statement" promises instead of asserting them;
+//! - `testing` (feature `testing`): private PostgreSQL clusters and Redis
+//!   servers the tests can stop, restart, freeze and cut off, for fault
+//!   experiments.
 //!
 //! ```
 //! use opsdeck_core::{ModelRef, OperationId};
@@ -37,6 +40,8 @@ mod model;
 mod newtype;
 mod secret;
 mod statements;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod validation;
 
 pub use error::{ParseError, Snippet};

@@ -19,6 +19,51 @@ async fn postgres_passes_the_suite(pool: PgPool) {
     testing::run_all(&PgAnalyticsRepository::new(pool)).await;
 }
 
+/// Reports on a read pool (here a second pool on the same server, which is
+/// not in recovery and so always current) keep the contract.
+#[sqlx::test(migrations = "../../migrations")]
+async fn postgres_with_a_read_pool_passes_the_suite(pool: PgPool) {
+    let repo = PgAnalyticsRepository::new(pool.clone()).with_read_pool(pool);
+    testing::run_all(&repo).await;
+    let stats = repo.replica_stats();
+    assert!(stats.replica_reads > 0, "{stats:?}");
+    assert_eq!(
+        stats.lagging_fallbacks + stats.error_fallbacks,
+        0,
+        "{stats:?}"
+    );
+}
+
+/// An unreachable read replica costs nothing but the fallback: reports come
+/// from the primary, the replica is skipped for a cooldown after a failure.
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_dead_read_replica_falls_back_to_the_primary(pool: PgPool) {
+    let dead = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(std::time::Duration::from_millis(300))
+        .connect_lazy("postgres://postgres@127.0.0.1:1/postgres")
+        .unwrap();
+    let repo = PgAnalyticsRepository::new(pool).with_read_pool(dead);
+    let user = opsdeck_core::UserId::random();
+    repo.record_many(testing::batch_of(user, "summarize", "m/a", 1, 10, 0, 7))
+        .await
+        .unwrap();
+    let range = testing::last_days(3);
+    for _ in 0..3 {
+        let summary = repo
+            .period_summary(user, &opsdeck_analytics::RollupFilter::new(range))
+            .await
+            .unwrap();
+        assert_eq!(summary.totals.executions, 10);
+    }
+    let stats = repo.replica_stats();
+    assert_eq!(stats.replica_reads, 0, "{stats:?}");
+    assert_eq!(stats.error_fallbacks, 3, "{stats:?}");
+    assert_eq!(
+        PgAnalyticsRepository::new(repo.pool().clone()).replica_stats(),
+        Default::default()
+    );
+}
+
 #[tokio::test]
 async fn in_memory_passes_the_suite() {
     testing::run_all(&InMemoryAnalyticsRepository::new()).await;
@@ -57,6 +102,33 @@ async fn retention_pg_cached(pool: PgPool) {
 #[tokio::test]
 async fn retention_in_memory_cached() {
     testing::retention_forgets_old_executions_but_keeps_rollups(&cached(
+        InMemoryAnalyticsRepository::new(),
+    ))
+    .await;
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn postgres_expiry(pool: PgPool) {
+    testing::stale_recommendations_expire_before_a_cutoff(&PgAnalyticsRepository::new(pool)).await;
+}
+
+#[tokio::test]
+async fn in_memory_expiry() {
+    testing::stale_recommendations_expire_before_a_cutoff(&InMemoryAnalyticsRepository::new())
+        .await;
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn expiry_pg_cached(pool: PgPool) {
+    testing::stale_recommendations_expire_before_a_cutoff(&cached(PgAnalyticsRepository::new(
+        pool,
+    )))
+    .await;
+}
+
+#[tokio::test]
+async fn expiry_in_memory_cached() {
+    testing::stale_recommendations_expire_before_a_cutoff(&cached(
         InMemoryAnalyticsRepository::new(),
     ))
     .await;

@@ -282,6 +282,9 @@ impl AnalyticsRepository for GatedRepository {
             .resolve_recommendation(user, id, resolution)
             .await
     }
+    async fn expire_recommendations_before(&self, cutoff: OffsetDateTime) -> Result<u64> {
+        self.inner.expire_recommendations_before(cutoff).await
+    }
     async fn purge_executions_before(&self, cutoff: OffsetDateTime) -> Result<RetentionReport> {
         self.inner.purge_executions_before(cutoff).await
     }

@@ -61,7 +61,10 @@ struct Inner<V> {
     counters: Counters,
     remote: Option<Remote>,
     bus: Option<Arc<dyn InvalidationBus>>,
-    listener: Option<tokio::task::JoinHandle<()>>,
+    /// Set right after construction: spawning the listener inside
+    /// `Arc::new_cyclic` let its first event find no cache yet, and it
+    /// stopped for good.
+    listener: std::sync::OnceLock<tokio::task::JoinHandle<()>>,
     /// Invalidations still to announce on the bus, oldest first, and
     /// whether a repair task is running (see `propagation.rs`).
     backlog: Mutex<Backlog>,
@@ -71,7 +74,7 @@ struct Inner<V> {
 
 impl<V> Drop for Inner<V> {
     fn drop(&mut self) {
-        if let Some(listener) = &self.listener {
+        if let Some(listener) = self.listener.get() {
             listener.abort();
         }
     }
@@ -126,25 +129,26 @@ impl<V: CacheValue> Cache<V> {
             state: Mutex::new(RemoteState::default()),
             recovery: tokio::sync::Mutex::new(()),
         });
-        let inner = Arc::new_cyclic(|weak: &Weak<Inner<V>>| {
-            let listener = tiers
-                .bus
-                .as_ref()
-                .map(|bus| tokio::spawn(apply_remote_invalidations(weak.clone(), bus.subscribe())));
-            Inner {
-                id: Uuid::new_v4(),
-                config,
-                l1,
-                generations,
-                inflight: Mutex::new(HashMap::new()),
-                counters: Counters::default(),
-                remote,
-                bus: tiers.bus,
-                listener,
-                backlog: Mutex::new(Backlog::default()),
-                me: weak.clone(),
-            }
+        // Subscribe before anything can be invalidated, so no message is
+        // missed; start listening once the cache exists.
+        let events = tiers.bus.as_ref().map(|bus| bus.subscribe());
+        let inner = Arc::new_cyclic(|weak: &Weak<Inner<V>>| Inner {
+            id: Uuid::new_v4(),
+            config,
+            l1,
+            generations,
+            inflight: Mutex::new(HashMap::new()),
+            counters: Counters::default(),
+            remote,
+            bus: tiers.bus,
+            listener: std::sync::OnceLock::new(),
+            backlog: Mutex::new(Backlog::default()),
+            me: weak.clone(),
         });
+        if let Some(events) = events {
+            let listener = tokio::spawn(apply_remote_invalidations(Arc::downgrade(&inner), events));
+            let _ = inner.listener.set(listener);
+        }
         Cache { inner }
     }
 

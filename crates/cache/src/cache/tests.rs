@@ -526,3 +526,61 @@ mod coherence_after_faults {
         write_during_a_fault_reaches_b(true, true, true).await;
     }
 }
+
+/// A bus whose subscription starts with an event, as a network bus's first
+/// `Resync` may arrive while the cache is still being built.
+#[derive(Debug, Default)]
+struct EagerBus(InMemoryInvalidationBus);
+
+#[async_trait::async_trait]
+impl InvalidationBus for EagerBus {
+    async fn publish(
+        &self,
+        invalidation: &crate::bus::Invalidation,
+    ) -> Result<(), crate::error::TierError> {
+        self.0.publish(invalidation).await
+    }
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<crate::bus::BusEvent> {
+        let receiver = self.0.subscribe();
+        self.0.resync();
+        receiver
+    }
+}
+
+/// The listener must keep applying other instances' invalidations even
+/// when its first event arrives before the cache is fully built (it used
+/// to find no cache yet and stop for good, leaving that instance stale for
+/// a whole TTL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_survives_an_event_during_construction() {
+    for round in 0..50 {
+        let bus = Arc::new(EagerBus::default());
+        let cache: Cache<Option<u32>> = Cache::with_tiers(
+            CacheConfig::new("eager", Duration::from_secs(60)),
+            Tiers::none().with_bus(bus.clone() as Arc<dyn InvalidationBus>),
+        );
+        let key = CacheKey::new(UserId::random(), "k");
+        settle().await;
+        assert_eq!(load(&cache, &key, 1).await, Some(1));
+        bus.0
+            .publish(&crate::bus::Invalidation {
+                origin: Uuid::new_v4(),
+                namespace: "eager".into(),
+                scope: crate::bus::Scope::Key {
+                    user: key.user(),
+                    item: "k".into(),
+                },
+                remote_pending: false,
+            })
+            .await
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        while cache.get(&key).await.is_some() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "round {round}: the invalidation was never applied (listener gone)"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
