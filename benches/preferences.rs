@@ -55,6 +55,14 @@ async fn naive_loop(repo: &PgPreferencesRepository, user: UserId, patches: Vec<P
     }
 }
 
+/// The same rows' update without opsdeck's guarantees: the floor the bulk
+/// statement is compared with.
+const PLAIN_UPDATE: &str = "UPDATE opsdeck.user_operation_preferences AS p
+    SET enabled = i.enabled, preferred_model = 'anthropic/claude-sonnet-4',
+        version = p.version + 1, updated_at = now()
+    FROM UNNEST($2::text[], $3::bool[]) AS i(operation_id, enabled)
+    WHERE p.user_id = $1 AND p.operation_id = i.operation_id";
+
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
     samples[samples.len() / 2]
@@ -65,7 +73,7 @@ fn bulk_vs_loop(c: &mut Criterion) {
     let Some(pool) = rt.block_on(scratch_pool()) else {
         return;
     };
-    let repo = PgPreferencesRepository::new(pool);
+    let repo = PgPreferencesRepository::new(pool.clone());
     let user = UserId::random();
 
     // Ratios measured in this run, same data, same database, medians.
@@ -90,6 +98,31 @@ fn bulk_vs_loop(c: &mut Criterion) {
         println!(
             "ratio bulk_vs_loop N={n}: loop {naive:?} / bulk {bulk:?} = {:.1}x",
             naive.as_secs_f64() / bulk.as_secs_f64()
+        );
+        // The floor of the bulk statement: a plain UPDATE … FROM UNNEST of the
+        // same rows (no patch semantics, no insert branch, no lock order).
+        let plain = rt.block_on(async {
+            let mut plain = Vec::new();
+            for round in 0..(loop_runs * 3) as u64 {
+                let patches = batch(n, round);
+                let ops: Vec<&str> = patches.iter().map(|p| p.operation_id.as_str()).collect();
+                let enabled: Vec<bool> =
+                    patches.iter().map(|p| p.enabled.unwrap_or(true)).collect();
+                let started = Instant::now();
+                sqlx::query(PLAIN_UPDATE)
+                    .bind(user)
+                    .bind(&ops)
+                    .bind(&enabled)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                plain.push(started.elapsed());
+            }
+            median(plain)
+        });
+        println!(
+            "ratio bulk_vs_plain_update N={n}: bulk {bulk:?} / plain UPDATE FROM UNNEST {plain:?} = {:.2}x",
+            bulk.as_secs_f64() / plain.as_secs_f64()
         );
     }
 
@@ -148,6 +181,53 @@ fn cached_vs_uncached_get(c: &mut Criterion) {
             .get_operation_preference(user, "summarize")
             .await
             .unwrap();
+    });
+    // The baseline a cached hit is compared with: a bare moka get of the
+    // same key and value.
+    let bare: moka::future::Cache<opsdeck::CacheKey, Option<opsdeck::OperationPreference>> =
+        moka::future::Cache::new(1000);
+    let key = opsdeck::CacheKey::new(user, "summarize");
+    rt.block_on(async {
+        let value = service
+            .get_operation_preference(user, "summarize")
+            .await
+            .unwrap();
+        bare.insert(key.clone(), value).await;
+    });
+    let per_get = |rounds: u32, f: &dyn Fn() -> Duration| {
+        let mut samples: Vec<Duration> = (0..rounds).map(|_| f()).collect();
+        samples.sort();
+        samples[samples.len() / 2]
+    };
+    let cached = per_get(31, &|| {
+        rt.block_on(async {
+            let started = Instant::now();
+            for _ in 0..10_000 {
+                std::hint::black_box(
+                    service
+                        .get_operation_preference(user, "summarize")
+                        .await
+                        .unwrap(),
+                );
+            }
+            started.elapsed() / 10_000
+        })
+    });
+    let moka_get = per_get(31, &|| {
+        rt.block_on(async {
+            let started = Instant::now();
+            for _ in 0..10_000 {
+                std::hint::black_box(bare.get(&key).await);
+            }
+            started.elapsed() / 10_000
+        })
+    });
+    println!(
+        "ratio cached_service_get / bare_moka_get: {cached:?} / {moka_get:?} = {:.2}x",
+        cached.as_secs_f64() / moka_get.as_secs_f64()
+    );
+    group.bench_function("bare_moka_get", |b| {
+        b.to_async(&rt).iter(|| async { bare.get(&key).await })
     });
     group.bench_function("cached_service_get", |b| {
         b.to_async(&rt).iter(|| async {
