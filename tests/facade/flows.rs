@@ -245,49 +245,39 @@ async fn webhooks_cannot_record_for_users_the_endpoint_is_not_bound_to(deck: &Op
     assert_eq!(executions_today(deck, tenant).await, 1);
 }
 
+/// A deck with the `usage` endpoint, on a migrated `pool` or in memory.
+async fn usage_deck(pool: Option<PgPool>) -> OpsDeck {
+    let mut builder = OpsDeck::builder().webhook_endpoint(usage_endpoint());
+    if let Some(pool) = pool {
+        opsdeck::MIGRATOR.run(&pool).await.unwrap();
+        builder = builder.pool(pool);
+    }
+    builder.build().await.unwrap()
+}
+
 #[sqlx::test(migrations = false)]
 async fn flows_on_postgres(pool: PgPool) {
-    opsdeck::MIGRATOR.run(&pool).await.unwrap();
-    let deck = OpsDeck::builder()
-        .pool(pool)
-        .webhook_endpoint(usage_endpoint())
-        .build()
-        .await
-        .unwrap();
+    let deck = usage_deck(Some(pool)).await;
     applying_a_recommendation_switches_the_preferred_model(&deck).await;
     webhooks_record_executions_exactly_once(&deck).await;
 }
 
 #[tokio::test]
 async fn flows_in_memory() {
-    let deck = OpsDeck::builder()
-        .webhook_endpoint(usage_endpoint())
-        .build()
-        .await
-        .unwrap();
+    let deck = usage_deck(None).await;
     applying_a_recommendation_switches_the_preferred_model(&deck).await;
     webhooks_record_executions_exactly_once(&deck).await;
 }
 
 #[sqlx::test(migrations = false)]
 async fn webhooks_record_only_bound_users_on_postgres(pool: PgPool) {
-    opsdeck::MIGRATOR.run(&pool).await.unwrap();
-    let deck = OpsDeck::builder()
-        .pool(pool)
-        .webhook_endpoint(usage_endpoint())
-        .build()
-        .await
-        .unwrap();
+    let deck = usage_deck(Some(pool)).await;
     webhooks_cannot_record_for_users_the_endpoint_is_not_bound_to(&deck).await;
 }
 
 #[tokio::test]
 async fn webhooks_record_only_bound_users_in_memory() {
-    let deck = OpsDeck::builder()
-        .webhook_endpoint(usage_endpoint())
-        .build()
-        .await
-        .unwrap();
+    let deck = usage_deck(None).await;
     webhooks_cannot_record_for_users_the_endpoint_is_not_bound_to(&deck).await;
 }
 

@@ -62,17 +62,7 @@ pub(super) async fn claim(
     timeout: Duration,
 ) -> Result<Claim> {
     let mut tx = pool.begin().await.map_err(map_db_error)?;
-    let found: Option<i64> = sqlx::query_scalar(
-        "SELECT id FROM opsdeck.cron_job_registry
-         WHERE user_id = $1 AND id = $2 AND active AND scheduler = 'runner'
-         FOR NO KEY UPDATE",
-    )
-    .bind(job.user_id)
-    .bind(job.id)
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(map_db_error)?;
-    if found.is_none() {
+    if !lock_runner_job(&mut tx, job).await? {
         return Ok(Claim::Gone);
     }
     let running: Option<i64> = sqlx::query_scalar(
@@ -173,17 +163,7 @@ pub(super) async fn record_missed(
     message: &str,
 ) -> Result<bool> {
     let mut tx = pool.begin().await.map_err(map_db_error)?;
-    let found: Option<i64> = sqlx::query_scalar(
-        "SELECT id FROM opsdeck.cron_job_registry
-         WHERE user_id = $1 AND id = $2 AND active AND scheduler = 'runner'
-         FOR NO KEY UPDATE",
-    )
-    .bind(job.user_id)
-    .bind(job.id)
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(map_db_error)?;
-    if found.is_none() {
+    if !lock_runner_job(&mut tx, job).await? {
         return Ok(false);
     }
     let recorded = insert_record(&mut tx, job, slot, runner, RunStatus::Missed, message)
@@ -290,4 +270,21 @@ pub(super) async fn prune(
         }
     };
     Ok(done.map_err(map_db_error)?.rows_affected())
+}
+
+/// Locks the job's registry row for the rest of `tx` (serializing claims and
+/// finishes of one job across runners); `false` if the job is gone, paused
+/// or no longer runner-scheduled.
+async fn lock_runner_job(tx: &mut Tx, job: &CronJob) -> Result<bool> {
+    let found: Option<i64> = sqlx::query_scalar(
+        "SELECT id FROM opsdeck.cron_job_registry
+         WHERE user_id = $1 AND id = $2 AND active AND scheduler = 'runner'
+         FOR NO KEY UPDATE",
+    )
+    .bind(job.user_id)
+    .bind(job.id)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(map_db_error)?;
+    Ok(found.is_some())
 }
